@@ -1,0 +1,54 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTANCE ?= instance
+export RANDOMIZER_INSTANCE_PATH ?= $(abspath $(INSTANCE))
+
+.PHONY: run test lint typecheck translations bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(VENV)/.installed $@
+
+translations: $(VENV)/.installed
+	$(BIN)/pybabel compile --use-fuzzy -d randomizer/translations -f -q || true
+
+## run: install, create the demo instance when empty, serve on http://127.0.0.1:5000
+run: $(VENV)/.installed translations
+	@if [ ! -e "$(RANDOMIZER_INSTANCE_PATH)/master.key" ] && [ -z "$$RANDOMIZER_DATABASE_URL" ]; then \
+		$(BIN)/randomizer demo; \
+	else \
+		$(BIN)/randomizer init && $(BIN)/randomizer demo --logins-only; \
+	fi
+	$(BIN)/randomizer run --host 127.0.0.1 --port 5000
+
+## test: install with test extras and run the whole suite (SQLite and PostgreSQL)
+test: $(VENV)/.installed-test translations
+	@command -v chromium >/dev/null 2>&1 || ./scripts/install-chromium.sh
+	./scripts/ensure-postgres.sh
+	$(BIN)/ruff check randomizer tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint:
+	$(BIN)/ruff check randomizer tests bench
+	$(BIN)/ruff format --check randomizer tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/lists.py
+	$(BIN)/python bench/audit.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

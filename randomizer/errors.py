@@ -1,0 +1,115 @@
+"""One domain error hierarchy, and the handlers that turn it into HTML or problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_babel import gettext as _
+from werkzeug.exceptions import HTTPException
+
+
+class RandomizerError(Exception):
+    """A refusal the user can act on. ``message`` is safe to show to the caller."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Request refused"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(RandomizerError):
+    status, slug, title = 422, "invalid-input", "Invalid input"
+
+
+class NotFound(RandomizerError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class NotPermitted(RandomizerError):
+    status, slug, title = 403, "not-permitted", "Not permitted"
+
+
+class AuthenticationFailed(RandomizerError):
+    status, slug, title = 401, "authentication-failed", "Authentication failed"
+
+
+class SignatureInvalid(RandomizerError):
+    status, slug, title = 401, "signature-invalid", "Electronic signature refused"
+
+
+class Conflict(RandomizerError):
+    status, slug, title = 409, "conflict", "Conflict with the current state"
+
+
+class AlreadyRandomized(Conflict):
+    slug, title = "already-randomized", "Participant already randomized"
+
+
+class NotEligible(RandomizerError):
+    status, slug, title = 422, "not-eligible", "Participant not eligible"
+
+
+class SupplyUnavailable(Conflict):
+    slug, title = "supply-unavailable", "No kit available"
+
+
+class StratumExhausted(Conflict):
+    slug, title = "list-exhausted", "Allocation list exhausted"
+
+
+class IdempotencyError(RandomizerError):
+    slug, title = "idempotency", "Idempotency-Key problem"
+
+
+class ConfigurationError(RandomizerError):
+    status, slug, title = 500, "configuration", "Service not configured"
+
+
+def problem(
+    status: int, title: str, detail: str, slug: str = "about:blank", **extra: Any
+) -> Response:
+    """An RFC 9457 problem details response."""
+    body = {
+        "type": slug if slug == "about:blank" else f"/api/v1/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    return response
+
+
+def _wants_problem() -> bool:
+    return request.path.startswith("/api/")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Render domain and HTTP errors as problem+json under /api and as pages elsewhere."""
+
+    @app.errorhandler(RandomizerError)
+    def _domain(err: RandomizerError) -> Response | tuple[str, int]:
+        if _wants_problem():
+            extra = {"field": err.field} if err.field else {}
+            return problem(err.status, err.title, err.message, err.slug, **extra)
+        return render_template("error.html", title=err.title, detail=err.message), err.status
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException) -> Response | tuple[str, int]:
+        status = err.code or 500
+        if _wants_problem():
+            return problem(status, err.name, err.description or err.name)
+        detail = {
+            404: _("The page you asked for does not exist or is not available to you."),
+            403: _("You do not have access to this page."),
+            405: _("This action is not available here."),
+            400: _("The request could not be understood. Please go back and try again."),
+        }.get(status, err.description or "")
+        return render_template("error.html", title=err.name, detail=detail), status

@@ -1,0 +1,267 @@
+"""Accounts: creation, sign-in with lockout, re-authentication for signatures, API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from randomizer import audit
+from randomizer.crypto import dummy_password_check, hash_password, token_digest, verify_password
+from randomizer.db import utcnow
+from randomizer.errors import AuthenticationFailed, InvalidInput, NotFound, SignatureInvalid
+from randomizer.models import ApiToken, Role, Site, User, UserSite
+
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+MIN_PASSWORD_LENGTH = 12
+TOKEN_PREFIX = "rnd_"
+
+#: The one message for every failed sign-in, so that it reveals nothing.
+SIGN_IN_REFUSED = "Unknown username or wrong password."
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    threshold: int = 5
+    minutes: int = 15
+
+
+def actor_of(user: User) -> audit.Actor:
+    """The audit actor for a user."""
+    return audit.Actor(user.username, user.role.value)
+
+
+def check_password_policy(password: str) -> None:
+    """Refuse passwords that are too short or all one character."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"The password must have at least {MIN_PASSWORD_LENGTH} characters.",
+            field="password",
+        )
+    if len(set(password)) < 4:
+        raise InvalidInput("The password is too simple.", field="password")
+
+
+def create_user(
+    session: Session,
+    *,
+    username: str,
+    role: Role | str,
+    password: str,
+    full_name: str | None = None,
+    email: str | None = None,
+    sites: Iterable[str] = (),
+    actor: audit.Actor = audit.SYSTEM,
+) -> User:
+    """Create an account with its site scope; audited."""
+    username = username.strip().lower()
+    if not USERNAME_RE.match(username):
+        raise InvalidInput(
+            "The username must be 2–64 characters: lower-case letters, digits, '.', '_' or '-'.",
+            field="username",
+        )
+    try:
+        role = Role(role)
+    except ValueError:
+        allowed = ", ".join(r.value for r in Role)
+        raise InvalidInput(
+            f"Unknown role {role!r}; choose one of {allowed}.", field="role"
+        ) from None
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise InvalidInput(f"The username {username!r} is taken.", field="username")
+    if email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
+        raise InvalidInput(f"{email!r} is not an e-mail address.", field="email")
+    site_codes = sorted(set(sites))
+    known = set(session.scalars(select(Site.code).where(Site.code.in_(site_codes))))
+    if unknown := [s for s in site_codes if s not in known]:
+        raise InvalidInput(
+            f"Unknown site {unknown[0]!r}: load the study that defines it first.", field="site"
+        )
+    if role in (Role.INVESTIGATOR, Role.PHARMACIST) and not site_codes:
+        raise InvalidInput(f"A {role.value} needs at least one site.", field="site")
+    check_password_policy(password)
+    user = User(
+        username=username,
+        full_name=full_name or username,
+        email=email,
+        role=role,
+        password_hash=hash_password(password),
+        active=True,
+        failed_logins=0,
+        session_version=1,
+        sites=[UserSite(site_code=s) for s in site_codes],
+    )
+    session.add(user)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="user.create",
+        object_type="user",
+        object_id=user.username,
+        new={"role": role.value, "sites": site_codes, "email": email, "full_name": user.full_name},
+    )
+    return user
+
+
+def get_user(session: Session, username: str) -> User:
+    """The user with this username, or NotFound."""
+    user = session.scalar(select(User).where(User.username == username.strip().lower()))
+    if user is None:
+        raise NotFound(f"No user named {username!r}.", field="username")
+    return user
+
+
+def update_user(
+    session: Session,
+    user: User,
+    *,
+    actor: audit.Actor,
+    role: Role | None = None,
+    sites: Iterable[str] | None = None,
+    active: bool | None = None,
+    reason: str | None = None,
+) -> User:
+    """Change role, sites or status; live sessions of the user end at their next request."""
+    old = {"role": user.role.value, "sites": sorted(user.site_codes), "active": user.active}
+    if role is not None:
+        user.role = role
+    if sites is not None:
+        user.sites = [UserSite(site_code=s) for s in sorted(set(sites))]
+    if active is not None:
+        user.active = active
+    new = {
+        "role": user.role.value,
+        "sites": sorted(s.site_code for s in user.sites),
+        "active": user.active,
+    }
+    if new == old:
+        return user
+    user.session_version += 1
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="user.update",
+        object_type="user",
+        object_id=user.username,
+        old=old,
+        new=new,
+        reason=reason,
+    )
+    return user
+
+
+def authenticate(
+    session: Session, *, username: str, password: str, policy: LockoutPolicy, source: str
+) -> User:
+    """Sign-in check with lockout; every outcome is audited. Raises AuthenticationFailed."""
+    user = session.scalar(select(User).where(User.username == username.strip().lower()))
+    now = utcnow()
+    if user is None:
+        dummy_password_check()
+        audit.record(
+            session,
+            actor=audit.Actor(username[:64] or "?", "anonymous"),
+            action="login.failed",
+            object_type="user",
+            new={"source": source},
+            reason="unknown username",
+        )
+        raise AuthenticationFailed(SIGN_IN_REFUSED)
+    if user.locked_until is not None and user.locked_until > now:
+        dummy_password_check()
+        audit.record(
+            session,
+            actor=actor_of(user),
+            action="login.failed",
+            object_type="user",
+            object_id=user.username,
+            new={"source": source},
+            reason="account locked",
+        )
+        raise AuthenticationFailed(SIGN_IN_REFUSED)
+    if not verify_password(user.password_hash, password) or not user.active:
+        user.failed_logins += 1
+        why = "wrong password" if user.active else "account deactivated"
+        if user.failed_logins >= policy.threshold:
+            user.locked_until = now + dt.timedelta(minutes=policy.minutes)
+            user.failed_logins = 0
+            why += f"; locked for {policy.minutes} minutes"
+        audit.record(
+            session,
+            actor=actor_of(user),
+            action="login.failed",
+            object_type="user",
+            object_id=user.username,
+            new={"source": source},
+            reason=why,
+        )
+        raise AuthenticationFailed(SIGN_IN_REFUSED)
+    user.failed_logins = 0
+    user.locked_until = None
+    audit.record(
+        session,
+        actor=actor_of(user),
+        action="login",
+        object_type="user",
+        object_id=user.username,
+        new={"source": source},
+    )
+    return user
+
+
+def check_signature(session: Session, user: User, password: object, meaning: str) -> None:
+    """Electronic signature: the signer re-enters their password; a refusal changes nothing."""
+    if not isinstance(password, str) or not password:
+        raise SignatureInvalid("Re-enter your password to sign.", field="password")
+    if not verify_password(user.password_hash, password):
+        raise SignatureInvalid(
+            "The password does not match: nothing was signed or changed.", field="password"
+        )
+
+
+def create_token(session: Session, user: User, *, actor: audit.Actor = audit.SYSTEM) -> str:
+    """Issue an API token; only its SHA-256 is stored. Returns the token (shown once)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=user.id, token_hash=token_digest(token), prefix=token[:10])
+    session.add(row)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="token.create",
+        object_type="api_token",
+        object_id=row.id,
+        new={"user": user.username, "prefix": row.prefix},
+    )
+    return token
+
+
+def revoke_token(session: Session, token_id: int, *, actor: audit.Actor) -> None:
+    """Revoke an API token; audited."""
+    row = session.get(ApiToken, token_id)
+    if row is None or row.revoked_at is not None:
+        raise NotFound("No such active token.")
+    row.revoked_at = utcnow()
+    audit.record(
+        session,
+        actor=actor,
+        action="token.revoke",
+        object_type="api_token",
+        object_id=row.id,
+        new={"user": row.user.username},
+    )
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    """The active user owning an unrevoked token, or None."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
+    if row is None or row.revoked_at is not None or not row.user.active:
+        return None
+    return row.user

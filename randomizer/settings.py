@@ -1,0 +1,148 @@
+"""Configuration loading and wiring of extensions and blueprints for the app factory."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request, session
+from flask_babel import Babel, get_locale
+from flask_wtf import CSRFProtect
+
+from randomizer.crypto import KeyFileError
+from randomizer.db import configure_engine, db
+from randomizer.errors import ConfigurationError, register_error_handlers
+from randomizer.instance import InstanceSecrets, load_secrets, read_session_secret
+
+LANGUAGES = ("es", "en")
+SECRETS_EXTENSION = "randomizer.secrets"
+
+DEFAULTS: dict[str, Any] = {
+    "SECRET_KEY": None,
+    "SQLALCHEMY_DATABASE_URI": None,
+    "SQLALCHEMY_ENGINE_OPTIONS": {},
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": False,
+    "SESSION_COOKIE_NAME": "randomizer_session",
+    "PERMANENT_SESSION_LIFETIME": dt.timedelta(hours=8),
+    "IDLE_TIMEOUT_MINUTES": 30,
+    "ABSOLUTE_TIMEOUT_HOURS": 8,
+    "LOCKOUT_THRESHOLD": 5,
+    "LOCKOUT_MINUTES": 15,
+    "REQUIRE_TOTP_FOR_PRIVILEGED": False,
+    "WTF_CSRF_TIME_LIMIT": None,
+    "BABEL_DEFAULT_LOCALE": "es",
+    "BABEL_DEFAULT_TIMEZONE": "UTC",
+    "MAIL_SERVER": None,
+    "MAIL_PORT": 25,
+    "MAIL_USE_STARTTLS": False,
+    "MAIL_USERNAME": None,
+    "MAIL_PASSWORD": None,
+    "MAIL_FROM": "randomizer@localhost",
+    "MASTER_KEY": None,
+    "AUDIT_KEY": None,
+    "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
+}
+
+csrf = CSRFProtect()
+babel = Babel()
+
+
+def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
+    """Defaults, then instance/config.py, then RANDOMIZER_* variables, then test overrides."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("RANDOMIZER")
+    if url := app.config.get("DATABASE_URL"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = url
+    if test_config:
+        app.config.from_mapping(test_config)
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        db_file = Path(app.instance_path) / "randomizer.sqlite3"
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{db_file}"
+
+
+def load_instance_secrets(app: Flask, *, required: bool) -> None:
+    """Load the keys; refuse to start without them (except for ``init``)."""
+    path = Path(app.instance_path)
+    try:
+        secrets = load_secrets(
+            path,
+            master_key_text=app.config.get("MASTER_KEY"),
+            audit_key_text=app.config.get("AUDIT_KEY"),
+        )
+        if not app.config.get("SECRET_KEY"):
+            app.config["SECRET_KEY"] = read_session_secret(path)
+    except KeyFileError as exc:
+        if required:
+            raise ConfigurationError(
+                f"{exc}. Run `randomizer init` for a new instance; if this instance already "
+                "holds data, restore the missing file from your key backup: a new key "
+                "cannot open data sealed under the old one."
+            ) from None
+        app.extensions[SECRETS_EXTENSION] = None
+        return
+    app.extensions[SECRETS_EXTENSION] = secrets
+
+
+def instance_secrets(app: Flask) -> InstanceSecrets:
+    """The loaded instance secrets (raises when the instance is not initialised)."""
+    found: InstanceSecrets | None = app.extensions.get(SECRETS_EXTENSION)
+    if found is None:
+        raise ConfigurationError("the instance has no keys yet: run `randomizer init`")
+    return found
+
+
+def select_locale() -> str | None:
+    """The user's chosen language, else the browser's best match, else Spanish."""
+    chosen = session.get("lang")
+    if chosen in LANGUAGES:
+        return str(chosen)
+    return request.accept_languages.best_match(LANGUAGES) if request else None
+
+
+def init_extensions(app: Flask) -> None:
+    """Database, CSRF, translations, login, error handlers and security headers."""
+    from randomizer import auth
+    from randomizer.views import navigation
+
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
+    app.jinja_env.add_extension("jinja2.ext.do")
+    app.jinja_env.globals["current_locale"] = lambda: str(get_locale() or "es")
+    auth.init_app(app)
+    navigation.init_app(app)
+    register_error_handlers(app)
+
+    @app.after_request
+    def _security_headers(response: Any) -> Any:
+        h = response.headers
+        h.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        )
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        if not request.path.startswith("/static/"):
+            # Pages and answers can carry participant data: never cache them.
+            h["Cache-Control"] = "no-store"
+        return response
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach every area's blueprint."""
+    from randomizer.views import api, auth_views, main
+
+    app.register_blueprint(auth_views.bp)
+    app.register_blueprint(main.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)

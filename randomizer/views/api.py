@@ -1,0 +1,56 @@
+"""The JSON API under /api/v1: bearer tokens, problem+json errors, OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from werkzeug.wrappers import Response
+
+from randomizer import audit
+from randomizer.auth import current
+from randomizer.db import db
+from randomizer.errors import AuthenticationFailed, NotPermitted
+from randomizer.instance import secrets_of
+from randomizer.models import Role
+from randomizer.services.users import user_for_token
+from randomizer.views.openapi import document
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+PUBLIC_ENDPOINTS = {"api.openapi"}
+
+
+@bp.before_request
+def _authenticate() -> None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("Send 'Authorization: Bearer <token>'.")
+    user = user_for_token(db.session(), token.strip())
+    if user is None:
+        raise AuthenticationFailed("The API token is unknown or revoked.")
+    g.api_user = user
+
+
+def require(*roles: Role) -> None:
+    """Refuse the current API user unless they hold one of these roles."""
+    if current().role not in roles:
+        raise NotPermitted("Your role may not use this endpoint.")
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(document())
+
+
+@bp.get("/audit/verify")
+def audit_verify() -> Response:
+    require(Role.ADMIN, Role.STATISTICIAN)
+    result = audit.verify(db.session(), secrets_of(db.session()).audit_key)
+    body: dict[str, Any] = {"ok": result.ok, "events": result.events, "head": result.head}
+    if not result.ok:
+        body.update(first_bad_event=result.bad_seq, problem=result.problem)
+    return jsonify(body)
