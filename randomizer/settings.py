@@ -138,11 +138,36 @@ def init_extensions(app: Flask) -> None:
         return response
 
 
-def register_blueprints(app: Flask) -> None:
-    """Attach every area's blueprint."""
-    from randomizer.views import api, auth_views, main
+#: View modules, each with a blueprint ``bp``; the ``api_*`` modules add routes to the API
+#: blueprint and must be imported before it is registered. Absent modules are skipped.
+VIEW_MODULES = (
+    "auth_views", "main", "lists", "kits", "pharmacy", "shipments", "participants",
+    "unblinding", "codebreak", "audit_views",
+)  # fmt: skip
+API_MODULES = ("api_kits", "api_participants", "api_unblinding", "api_audit")
 
-    app.register_blueprint(auth_views.bp)
-    app.register_blueprint(main.bp)
+
+def _optional(name: str) -> Any:
+    import importlib
+
+    qualified = f"randomizer.views.{name}"
+    try:
+        return importlib.import_module(qualified)
+    except ModuleNotFoundError as exc:
+        if exc.name != qualified:
+            raise
+        return None
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach every area's blueprint, then the API blueprint with all its routes."""
+    from randomizer.views import api
+
+    for name in VIEW_MODULES:
+        module = _optional(name)
+        if module is not None:
+            app.register_blueprint(module.bp)
+    for name in API_MODULES:
+        _optional(name)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)

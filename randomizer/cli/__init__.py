@@ -27,17 +27,19 @@ cli = FlaskGroup(
 )
 
 
-def _register() -> None:
-    from randomizer.cli import audit, setup, study, users
+#: Command modules; each exports COMMANDS. Areas not built yet are simply absent.
+COMMAND_MODULES = ("setup", "study", "users", "audit", "lists", "kits", "keys", "participants")
 
-    for module in (setup, study, users, audit):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    for optional in ("lists", "kits", "keys"):
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        qualified = f"randomizer.cli.{name}"
         try:
-            module = __import__(f"randomizer.cli.{optional}", fromlist=["COMMANDS"])
+            module = importlib.import_module(qualified)
         except ModuleNotFoundError as exc:
-            if exc.name != f"randomizer.cli.{optional}":
+            if exc.name != qualified:
                 raise
             continue
         for command in module.COMMANDS:
