@@ -14,7 +14,7 @@ from sqlalchemy import select
 from randomizer import audit
 from randomizer.db import db, utcnow
 from randomizer.models import Role, User
-from randomizer.services.users import actor_of
+from randomizer.services.users import actor_of, verify_totp
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,6 +98,15 @@ def current() -> User:
 def current_actor() -> audit.Actor:
     """The audit actor for the current user."""
     return actor_of(current())
+
+
+def verify_second_factor(user: User, code: object) -> bool:
+    """Check a one-time code of an enrolled user (e-signatures); each code works once.
+
+    False for users without a second factor: callers ask for a code only when
+    ``services.users.has_second_factor(user)``. The caller's commit keeps the used step.
+    """
+    return verify_totp(db.session(), user, code)
 
 
 def roles_required(*roles: Role) -> Callable[[F], F]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 
@@ -101,15 +102,46 @@ def register_error_handlers(app: Flask) -> None:
             return problem(err.status, err.title, err.message, err.slug, **extra)
         return render_template("error.html", title=err.title, detail=err.message), err.status
 
+    @app.errorhandler(CSRFError)
+    def _csrf(err: CSRFError) -> Response | tuple[str, int]:
+        # Say what to do, not which check failed (missing, expired or foreign token).
+        detail = _("The form expired or was not sent from this site; reload and try again.")
+        if _wants_problem():
+            return problem(400, "Form expired", detail)
+        return render_template("error.html", title=_("Form expired"), detail=detail), 400
+
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException) -> Response | tuple[str, int]:
         status = err.code or 500
         if _wants_problem():
             return problem(status, err.name, err.description or err.name)
-        detail = {
-            404: _("The page you asked for does not exist or is not available to you."),
-            403: _("You do not have access to this page."),
-            405: _("This action is not available here."),
-            400: _("The request could not be understood. Please go back and try again."),
-        }.get(status, err.description or "")
-        return render_template("error.html", title=err.name, detail=detail), status
+        title, detail = _http_page_text(status)
+        return render_template(
+            "error.html", title=title or err.name, detail=detail or err.description or ""
+        ), status
+
+
+def _http_page_text(status: int) -> tuple[str | None, str | None]:
+    """Translated title and advice for the HTTP errors a user can meet on a page."""
+    texts = {
+        400: (
+            _("Request not understood"),
+            _("The request could not be understood. Please go back and try again."),
+        ),
+        401: (_("Sign-in required"), _("Please sign in to continue.")),
+        403: (_("Access denied"), _("You do not have access to this page.")),
+        404: (
+            _("Page not found"),
+            _("The page you asked for does not exist or is not available to you."),
+        ),
+        405: (_("Not available"), _("This action is not available here.")),
+        413: (_("Too large"), _("What you sent is larger than this service accepts.")),
+        500: (
+            _("Something went wrong"),
+            _(
+                "The service could not complete your request. Try again; if it happens "
+                "again, tell your administrator."
+            ),
+        ),
+    }
+    return texts.get(status, (None, None))

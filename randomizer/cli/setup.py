@@ -63,10 +63,23 @@ def init_command() -> None:
 
 
 @click.command("demo")
-def demo_command() -> None:
+@click.option(
+    "--logins-only",
+    is_flag=True,
+    help="Only print the demo logins of an existing instance; change nothing.",
+)
+def demo_command(logins_only: bool) -> None:
     """Initialise and load the NCT03917797 demo study, users, a dummy list and kits."""
-    from randomizer.services.demo import build_demo
+    from randomizer.services.demo import build_demo, demo_logins
 
+    if logins_only:
+        app = create_app()
+        with app.app_context():
+            lines = demo_logins(db.session())
+            db.session.rollback()
+        for line in lines:
+            click.echo(line)
+        return
     app = initialise()
     with app.app_context():
         lines = build_demo(db.session())

@@ -39,11 +39,29 @@ def build_demo(session: Session) -> list[str]:
             )
     lines += _extras(session, study.code)
     lines.append("")
-    lines.append("Demo logins (demo only — never use these passwords for real data):")
-    for username, role, sites, _full_name, password in DEMO_USERS:
-        scope = ", ".join(sites) or "all sites"
-        lines.append(f"  {role.value:<13} {username:<9} {password:<20} ({scope})")
+    lines += demo_logins(session)
     return lines
+
+
+def demo_logins(session: Session) -> list[str]:
+    """Lines listing the demo logins that still work on this instance (one per role)."""
+    from randomizer.crypto import verify_password
+
+    working = []
+    for username, _role, _sites, _full_name, password in DEMO_USERS:
+        user = session.scalar(select(User).where(User.username == username))
+        # Print only what really signs in: an instance where a demo account was changed or
+        # replaced must not advertise a password that no longer works.
+        if user is None or not user.active or not verify_password(user.password_hash, password):
+            continue
+        scope = ", ".join(sorted(user.site_codes)) or "all sites"
+        working.append(f"  {user.role.value:<13} {username:<9} {password:<20} ({scope})")
+    if not working:
+        return ["This instance has no working demo logins (it was not built by `randomizer demo`)."]
+    return [
+        "Demo logins (demo only — never use these passwords for real data):",
+        *working,
+    ]
 
 
 def _extras(session: Session, study_code: str) -> list[str]:

@@ -16,19 +16,60 @@ from randomizer.crypto import dummy_password_check, hash_password, token_digest,
 from randomizer.db import utcnow
 from randomizer.errors import AuthenticationFailed, InvalidInput, NotFound, SignatureInvalid
 from randomizer.models import ApiToken, Role, Site, User, UserSite
+from randomizer.services.second_factor import (
+    enrol_totp,
+    has_second_factor,
+    remove_totp,
+    reseal_second_factors,
+    verify_totp,
+)
+
+__all__ = [
+    "enrol_totp",
+    "has_second_factor",
+    "remove_totp",
+    "reseal_second_factors",
+    "verify_totp",
+]
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
 MIN_PASSWORD_LENGTH = 12
+#: Long enough for passphrases, short enough that hashing cannot be used to tie up workers.
+MAX_PASSWORD_LENGTH = 256
 TOKEN_PREFIX = "rnd_"
 
 #: The one message for every failed sign-in, so that it reveals nothing.
 SIGN_IN_REFUSED = "Unknown username or wrong password."
+#: Roles that REQUIRE_TOTP_FOR_PRIVILEGED keeps out until they enrol a second factor.
+PRIVILEGED_ROLES = frozenset({Role.ADMIN, Role.STATISTICIAN, Role.PHARMACIST})
+
+
+class SecondFactorMissing(AuthenticationFailed):
+    """The password was right, but this role may only sign in with a second factor."""
+
+    status, slug, title = 403, "second-factor-required", "Second factor required"
+
+
+class SecondFactorInvalid(AuthenticationFailed):
+    """The password was right, but the one-time code was not."""
+
+    slug, title = "second-factor-invalid", "Wrong one-time code"
 
 
 @dataclass(frozen=True)
 class LockoutPolicy:
     threshold: int = 5
     minutes: int = 15
+    #: Roles refused sign-in while they have no second factor (empty: none).
+    second_factor_roles: frozenset[Role] = frozenset()
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """Outcome of the password step: signed in, or the one-time code is still owed."""
+
+    user: User
+    second_factor_pending: bool
 
 
 def actor_of(user: User) -> audit.Actor:
@@ -36,15 +77,34 @@ def actor_of(user: User) -> audit.Actor:
     return audit.Actor(user.username, user.role.value)
 
 
-def check_password_policy(password: str) -> None:
-    """Refuse passwords that are too short or all one character."""
+def check_password_policy(password: str, *, username: str | None = None) -> None:
+    """Refuse passwords that are too short, too long, too simple or contain the username."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(
             f"The password must have at least {MIN_PASSWORD_LENGTH} characters.",
             field="password",
         )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"The password must have at most {MAX_PASSWORD_LENGTH} characters.", field="password"
+        )
     if len(set(password)) < 4:
         raise InvalidInput("The password is too simple.", field="password")
+    if username and username.casefold() in password.casefold():
+        raise InvalidInput("The password must not contain the username.", field="password")
+
+
+def _check_sites(session: Session, role: Role, sites: Iterable[str]) -> list[str]:
+    """The sorted site codes, refusing unknown sites and site roles without a site."""
+    site_codes = sorted(set(sites))
+    known = set(session.scalars(select(Site.code).where(Site.code.in_(site_codes))))
+    if unknown := [s for s in site_codes if s not in known]:
+        raise InvalidInput(
+            f"Unknown site {unknown[0]!r}: load the study that defines it first.", field="site"
+        )
+    if role in (Role.INVESTIGATOR, Role.PHARMACIST) and not site_codes:
+        raise InvalidInput(f"The {role.value} role needs at least one site.", field="site")
+    return site_codes
 
 
 def create_user(
@@ -76,15 +136,8 @@ def create_user(
         raise InvalidInput(f"The username {username!r} is taken.", field="username")
     if email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
         raise InvalidInput(f"{email!r} is not an e-mail address.", field="email")
-    site_codes = sorted(set(sites))
-    known = set(session.scalars(select(Site.code).where(Site.code.in_(site_codes))))
-    if unknown := [s for s in site_codes if s not in known]:
-        raise InvalidInput(
-            f"Unknown site {unknown[0]!r}: load the study that defines it first.", field="site"
-        )
-    if role in (Role.INVESTIGATOR, Role.PHARMACIST) and not site_codes:
-        raise InvalidInput(f"A {role.value} needs at least one site.", field="site")
-    check_password_policy(password)
+    site_codes = _check_sites(session, role, sites)
+    check_password_policy(password, username=username)
     user = User(
         username=username,
         full_name=full_name or username,
@@ -129,10 +182,13 @@ def update_user(
 ) -> User:
     """Change role, sites or status; live sessions of the user end at their next request."""
     old = {"role": user.role.value, "sites": sorted(user.site_codes), "active": user.active}
-    if role is not None:
-        user.role = role
-    if sites is not None:
-        user.sites = [UserSite(site_code=s) for s in sorted(set(sites))]
+    new_role = user.role if role is None else Role(role)
+    new_sites = _check_sites(session, new_role, user.site_codes if sites is None else sites)
+    user.role = new_role
+    if new_sites != old["sites"]:
+        kept = [s for s in user.sites if s.site_code in new_sites]
+        added = set(new_sites) - {s.site_code for s in kept}
+        user.sites = kept + [UserSite(site_code=code) for code in sorted(added)]
     if active is not None:
         user.active = active
     new = {
@@ -159,10 +215,13 @@ def update_user(
 
 def authenticate(
     session: Session, *, username: str, password: str, policy: LockoutPolicy, source: str
-) -> User:
-    """Sign-in check with lockout; every outcome is audited. Raises AuthenticationFailed."""
+) -> SignIn:
+    """Password step of sign-in, with lockout; audited. Raises AuthenticationFailed.
+
+    For a user enrolled in TOTP the sign-in is not complete: ``complete_sign_in`` must
+    follow with the code, and the failure counter is only reset once it has.
+    """
     user = session.scalar(select(User).where(User.username == username.strip().lower()))
-    now = utcnow()
     if user is None:
         dummy_password_check()
         audit.record(
@@ -174,35 +233,91 @@ def authenticate(
             reason="unknown username",
         )
         raise AuthenticationFailed(SIGN_IN_REFUSED)
-    if user.locked_until is not None and user.locked_until > now:
+    if _locked(session, user, source):
         dummy_password_check()
-        audit.record(
-            session,
-            actor=actor_of(user),
-            action="login.failed",
-            object_type="user",
-            object_id=user.username,
-            new={"source": source},
-            reason="account locked",
-        )
         raise AuthenticationFailed(SIGN_IN_REFUSED)
     if not verify_password(user.password_hash, password) or not user.active:
-        user.failed_logins += 1
         why = "wrong password" if user.active else "account deactivated"
-        if user.failed_logins >= policy.threshold:
-            user.locked_until = now + dt.timedelta(minutes=policy.minutes)
-            user.failed_logins = 0
-            why += f"; locked for {policy.minutes} minutes"
-        audit.record(
-            session,
-            actor=actor_of(user),
-            action="login.failed",
-            object_type="user",
-            object_id=user.username,
-            new={"source": source},
-            reason=why,
-        )
+        _count_failure(session, user, policy, source, why)
         raise AuthenticationFailed(SIGN_IN_REFUSED)
+    if user.totp_sealed is not None:
+        return SignIn(user, second_factor_pending=True)
+    if user.role in policy.second_factor_roles:
+        _refuse(session, user, source, "second factor required but not enrolled")
+        raise SecondFactorMissing(
+            "Your role may only sign in with a second factor (an authenticator app), and "
+            "you have none yet. Ask an administrator to enrol you.",
+            field="password",
+        )
+    _signed_in(session, user, source, second_factor=False)
+    return SignIn(user, second_factor_pending=False)
+
+
+def complete_sign_in(
+    session: Session,
+    *,
+    user_id: int,
+    session_version: int,
+    code: str,
+    policy: LockoutPolicy,
+    source: str,
+) -> User:
+    """Second step: check the one-time code of a user whose password was accepted."""
+    user = session.get(User, user_id)
+    if (
+        user is None
+        or not user.active
+        or user.session_version != session_version
+        or user.totp_sealed is None
+    ):
+        raise AuthenticationFailed(SIGN_IN_REFUSED)
+    if _locked(session, user, source):
+        raise AuthenticationFailed(SIGN_IN_REFUSED)
+    if not verify_totp(session, user, code):
+        if _count_failure(session, user, policy, source, "wrong one-time code"):
+            raise AuthenticationFailed(SIGN_IN_REFUSED)
+        raise SecondFactorInvalid(
+            "That code is not valid. Enter the current 6-digit code from your authenticator app.",
+            field="code",
+        )
+    _signed_in(session, user, source, second_factor=True)
+    return user
+
+
+def _locked(session: Session, user: User, source: str) -> bool:
+    if user.locked_until is None or user.locked_until <= utcnow():
+        return False
+    _refuse(session, user, source, "account locked")
+    return True
+
+
+def _count_failure(
+    session: Session, user: User, policy: LockoutPolicy, source: str, why: str
+) -> bool:
+    """Count a failed attempt and lock the account at the threshold; True when it locked."""
+    user.failed_logins += 1
+    locked = user.failed_logins >= policy.threshold
+    if locked:
+        user.locked_until = utcnow() + dt.timedelta(minutes=policy.minutes)
+        user.failed_logins = 0
+        why += f"; locked for {policy.minutes} minutes"
+    _refuse(session, user, source, why)
+    return locked
+
+
+def _refuse(session: Session, user: User, source: str, why: str) -> None:
+    audit.record(
+        session,
+        actor=actor_of(user),
+        action="login.failed",
+        object_type="user",
+        object_id=user.username,
+        new={"source": source},
+        reason=why,
+    )
+
+
+def _signed_in(session: Session, user: User, source: str, *, second_factor: bool) -> None:
     user.failed_logins = 0
     user.locked_until = None
     audit.record(
@@ -211,9 +326,14 @@ def authenticate(
         action="login",
         object_type="user",
         object_id=user.username,
-        new={"source": source},
+        new={"source": source, "second_factor": "totp" if second_factor else None},
     )
-    return user
+
+
+def end_sessions(session: Session, user: User, *, actor: audit.Actor, action: str) -> None:
+    """Invalidate every live session of the user (sign-out everywhere); audited."""
+    user.session_version += 1
+    audit.record(session, actor=actor, action=action, object_type="user", object_id=user.username)
 
 
 def check_signature(session: Session, user: User, password: object, meaning: str) -> None:

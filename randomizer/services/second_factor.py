@@ -1,0 +1,134 @@
+"""The second factor: TOTP (RFC 6238) codes from an authenticator app.
+
+The base32 secret is sealed under the current master key (AES-256-GCM, associated data
+binding it to the user and the key id) together with the last time step used, so that a
+database copy reveals no secret and a code is accepted only once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import secrets
+import time
+
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from randomizer import audit
+from randomizer.crypto import IntegrityFailure, associated_data, seal, unseal
+from randomizer.errors import Conflict
+from randomizer.instance import secrets_of
+from randomizer.models import User
+
+TOTP_ISSUER = "randomizer"
+TOTP_DIGITS = 6
+TOTP_STEP = 30
+#: Codes of the previous and next 30-second step are accepted too (clock drift).
+TOTP_DRIFT_STEPS = 1
+
+
+def has_second_factor(user: User) -> bool:
+    """Whether the user is enrolled in TOTP."""
+    return user.totp_sealed is not None
+
+
+def enrol_totp(
+    session: Session, user: User, *, actor: audit.Actor = audit.SYSTEM, replace: bool = False
+) -> str:
+    """Give the user a new TOTP secret; returns the otpauth:// URI to scan. Audited."""
+    if user.totp_sealed is not None and not replace:
+        raise Conflict(
+            f"{user.username} already has a second factor; replace it explicitly (--replace).",
+            field="username",
+        )
+    replaced = user.totp_sealed is not None
+    secret = base64.b32encode(secrets.token_bytes(20)).decode("ascii")
+    _store_totp(session, user, secret, last_step=0)
+    audit.record(
+        session,
+        actor=actor,
+        action="user.totp_enrol",
+        object_type="user",
+        object_id=user.username,
+        new={"replaced": replaced},
+    )
+    return _totp(secret).get_provisioning_uri(user.username, TOTP_ISSUER)
+
+
+def remove_totp(session: Session, user: User, *, actor: audit.Actor) -> None:
+    """Remove the user's second factor (a lost phone); audited."""
+    if user.totp_sealed is None:
+        raise Conflict(f"{user.username} has no second factor.", field="username")
+    user.totp_sealed = None
+    audit.record(
+        session, actor=actor, action="user.totp_remove", object_type="user", object_id=user.username
+    )
+
+
+def verify_totp(session: Session, user: User, code: object, *, now: float | None = None) -> bool:
+    """Check a one-time code of an enrolled user; each code is accepted only once.
+
+    False for a user without a second factor, a malformed code, a wrong code or one already
+    used. Flushes the new "last used step", which the caller's commit keeps.
+    """
+    if user.totp_sealed is None or not isinstance(code, str):
+        return False
+    code = code.replace(" ", "").strip()
+    if len(code) != TOTP_DIGITS or not code.isascii() or not code.isdigit():
+        return False
+    # Lock the row (PostgreSQL) so that two requests cannot both spend the same code.
+    session.refresh(user, with_for_update=True)
+    secret, last_step = _load_totp(session, user)
+    current = int(time.time() if now is None else now) // TOTP_STEP
+    totp = _totp(secret)
+    for step in range(current - TOTP_DRIFT_STEPS, current + TOTP_DRIFT_STEPS + 1):
+        expected = totp.generate(step * TOTP_STEP)
+        if step > last_step and hmac.compare_digest(expected, code.encode("ascii")):
+            _store_totp(session, user, secret, last_step=step)
+            session.flush()
+            return True
+    return False
+
+
+def _totp(secret: str) -> TOTP:
+    key = base64.b32decode(secret)
+    return TOTP(key, TOTP_DIGITS, SHA1(), TOTP_STEP, enforce_key_length=False)
+
+
+def _totp_aad(user: User, key_id: str) -> bytes:
+    return associated_data("-", "totp", user.username, key_id)
+
+
+def _store_totp(session: Session, user: User, secret: str, *, last_step: int) -> None:
+    # Stored as "<master key id>:" + sealed JSON; the id says which key opens it after a
+    # rotation. The last used step travels inside, so a code cannot be replayed.
+    master = secrets_of(session).ring.current
+    plaintext = json.dumps({"secret": secret, "last_step": last_step}).encode("utf-8")
+    sealed = seal(master.key, plaintext, _totp_aad(user, master.key_id))
+    user.totp_sealed = master.key_id.encode("utf-8") + b":" + sealed
+
+
+def _load_totp(session: Session, user: User) -> tuple[str, int]:
+    stored = user.totp_sealed or b""
+    key_id, sep, sealed = stored.partition(b":")
+    if not sep:
+        raise IntegrityFailure(f"the second factor of {user.username} is not readable")
+    key_text = key_id.decode("utf-8")
+    master = secrets_of(session).master(key_text)
+    data = json.loads(unseal(master, sealed, _totp_aad(user, key_text)))
+    return str(data["secret"]), int(data["last_step"])
+
+
+def reseal_second_factors(session: Session) -> int:
+    """Re-seal every TOTP secret under the current master key (after a key rotation)."""
+    count = 0
+    for user in session.scalars(select(User).where(User.totp_sealed.is_not(None))):
+        secret, last_step = _load_totp(session, user)
+        _store_totp(session, user, secret, last_step=last_step)
+        count += 1
+    session.flush()
+    return count
