@@ -159,6 +159,9 @@ def _truncate_pg(url: str) -> None:
         # The audit table refuses TRUNCATE through a trigger; replica mode skips triggers.
         conn.exec_driver_sql("SET session_replication_role = replica")
         conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        conn.exec_driver_sql(
+            "INSERT INTO audit_head (id, seq, digest) VALUES (1, 0, %s)", ("0" * 64,)
+        )
     engine.dispose()
 
 
