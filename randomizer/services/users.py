@@ -77,8 +77,8 @@ def actor_of(user: User) -> audit.Actor:
     return audit.Actor(user.username, user.role.value)
 
 
-def check_password_policy(password: str, *, username: str | None = None) -> None:
-    """Refuse passwords that are too short, too long, too simple or contain the username."""
+def check_password_policy(password: str) -> None:
+    """Refuse passwords that are too short, too long or too simple."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(
             f"The password must have at least {MIN_PASSWORD_LENGTH} characters.",
@@ -90,8 +90,6 @@ def check_password_policy(password: str, *, username: str | None = None) -> None
         )
     if len(set(password)) < 4:
         raise InvalidInput("The password is too simple.", field="password")
-    if username and username.casefold() in password.casefold():
-        raise InvalidInput("The password must not contain the username.", field="password")
 
 
 def _check_sites(session: Session, role: Role, sites: Iterable[str]) -> list[str]:
@@ -137,7 +135,7 @@ def create_user(
     if email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
         raise InvalidInput(f"{email!r} is not an e-mail address.", field="email")
     site_codes = _check_sites(session, role, sites)
-    check_password_policy(password, username=username)
+    check_password_policy(password)
     user = User(
         username=username,
         full_name=full_name or username,
