@@ -252,6 +252,30 @@ class Shipment(Base):
     dispatched_at: Mapped[dt.datetime | None]
     received_by: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[dt.datetime | None]
+    #: The depot could not supply every kit the resupply rule asked for.
+    depot_short: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ShipmentLine(Base):
+    """One kit of a shipment and what the site reported for it on receipt."""
+
+    __tablename__ = "shipment_line"
+    __table_args__ = (
+        UniqueConstraint("shipment_id", "kit_id"),
+        CheckConstraint(
+            "outcome IN ('pending', 'received', 'damaged', 'missing', 'cancelled')",
+            name="outcome",
+        ),
+    )
+
+    id: Mapped[intpk]
+    shipment_id: Mapped[int] = mapped_column(ForeignKey("shipment.id"), index=True)
+    kit_id: Mapped[int] = mapped_column(ForeignKey("kit.id"), index=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="pending")
+    checked_by: Mapped[str | None] = mapped_column(String(64))
+    checked_at: Mapped[dt.datetime | None]
+    #: What the pharmacist noted for a damaged or missing kit.
+    remark: Mapped[str | None] = mapped_column(Text)
 
 
 class Kit(Base):
