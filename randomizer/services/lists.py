@@ -1,22 +1,48 @@
-"""Allocation lists: generation and storage (sealed), shared by the CLI, pages and demo."""
+"""Allocation lists: generation, extension and storage (sealed), shared by CLI, pages and demo.
+
+Import, export and verification build on this module (``list_files``, ``list_verify``).
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Row, distinct, func, select
 from sqlalchemy.orm import Session
 
 from randomizer import audit, sequence
+from randomizer.crypto import NONCE_BYTES, IntegrityFailure
 from randomizer.db import utcnow
 from randomizer.errors import Conflict, InvalidInput, NotFound
-from randomizer.models import AllocationList, AllocationSlot, ListKind, SlotStatus, Study, StudyMode
-from randomizer.services.keyring import RowSealer, sealer_for, slot_object_id
+from randomizer.models import (
+    AllocationList,
+    AllocationSlot,
+    DataKey,
+    ListKind,
+    SlotStatus,
+    Study,
+    StudyMode,
+)
+from randomizer.services.keyring import (
+    RowSealer,
+    data_key,
+    open_key,
+    sealer_by_key_id,
+    slot_object_id,
+)
 from randomizer.services.studies import definition_of
 
 BATCH = 5000
+#: Most slots one extension may add to a stratum.
+MAX_EXTENSION = 100_000
 Progress = Callable[[int], None]
 
 
@@ -25,23 +51,38 @@ def key_purpose(kind: ListKind) -> str:
     return f"list-{kind.value}"
 
 
+def active_kind(study: Study) -> ListKind:
+    """The list randomizations draw from: the dummy list in testing, the live list once live."""
+    return ListKind.LIVE if study.mode is StudyMode.LIVE else ListKind.DUMMY
+
+
 def arm_ratios(study: Study) -> list[sequence.ArmRatio]:
     """The study's arms as the sequence generator takes them."""
     return [sequence.ArmRatio(a.code, a.ratio) for a in definition_of(study).arms]
 
 
+def recorded_arms(row: AllocationList) -> list[sequence.ArmRatio]:
+    """The arms and ratios recorded with a list (what it was generated or checked with)."""
+    return [sequence.ArmRatio(str(code), int(ratio)) for code, ratio in row.params["arms"]]
+
+
+def recorded_counts(row: AllocationList) -> dict[str, int]:
+    """Slots per stratum as recorded with the list."""
+    return {str(k): int(v) for k, v in row.params["slots"].items()}
+
+
 def randomization_number(kind: ListKind, stratum_no: int, seq: int) -> str:
     """Printed number of a slot: list marker, stratum number, position. Carries no arm."""
-    return f"{'T' if kind is ListKind.DUMMY else 'R'}{stratum_no:02d}-{seq:04d}"
+    return f"{_number_prefix(kind, stratum_no)}{seq:04d}"
+
+
+def _number_prefix(kind: ListKind, stratum_no: int) -> str:
+    return f"{'T' if kind is ListKind.DUMMY else 'R'}{stratum_no:02d}-"
 
 
 def get_list(session: Session, study: Study, kind: ListKind) -> AllocationList:
     """The study's list of this kind, or NotFound."""
-    found = session.scalar(
-        select(AllocationList).where(
-            AllocationList.study_id == study.id, AllocationList.kind == kind
-        )
-    )
+    found = find_list(session, study, kind)
     if found is None:
         raise NotFound(f"Study {study.code} has no {kind.value} list yet.", field="list")
     return found
@@ -54,6 +95,96 @@ def find_list(session: Session, study: Study, kind: ListKind) -> AllocationList 
             AllocationList.study_id == study.id, AllocationList.kind == kind
         )
     )
+
+
+class SlotCipher:
+    """Seals and opens the arms of one list's slots under the list's data key.
+
+    The associated data is exactly :class:`RowSealer`'s for ``("slot", slot_object_id)``,
+    so either opens what the other sealed; it is assembled from a per-stratum prefix
+    because JSON-encoding it afresh for each of a million slots would cost more than the
+    encryption itself.
+    """
+
+    def __init__(self, session: Session, study: Study, row: AllocationList) -> None:
+        key = session.get(DataKey, row.data_key_id)
+        if key is None or key.study_id != study.id:
+            raise IntegrityFailure(f"data key {row.data_key_id} of study {study.code} is missing")
+        self.study_code, self.key_id, self.list_id = study.code, key.id, row.id
+        self._aead = AESGCM(open_key(session, key))
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        self._head = dumps([study.code, "slot"])[:-1] + ","
+        self._tail = "," + dumps(self.key_id) + "]"
+        self._dumps = dumps
+        self._prefixes: dict[str, str] = {}
+
+    def aad(self, stratum: str, seq: int) -> bytes:
+        prefix = self._prefixes.get(stratum)
+        if prefix is None:
+            # JSON of the object id without its closing quote; the digits need no escaping.
+            prefix = self._head + self._dumps(f"{self.list_id}/{stratum}/")[:-1]
+            self._prefixes[stratum] = prefix
+        return f'{prefix}{seq}"{self._tail}'.encode()
+
+    def seal(self, stratum: str, seq: int, arm: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, arm, self.aad(stratum, seq))
+
+    def open(self, stratum: str, seq: int, sealed: bytes) -> str:
+        try:
+            if len(sealed) < NONCE_BYTES + 16:
+                raise InvalidTag
+            plain = self._aead.decrypt(
+                sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], self.aad(stratum, seq)
+            )
+        except InvalidTag:
+            raise IntegrityFailure(
+                f"sealed slot {slot_object_id(self.list_id, stratum, seq)} of study "
+                f"{self.study_code} failed its integrity check (altered, or moved from another "
+                "row); it was not opened"
+            ) from None
+        return plain.decode("utf-8")
+
+
+def _check_changeable(study: Study, kind: ListKind, action: str) -> None:
+    if study.mode is StudyMode.LIVE and kind is ListKind.DUMMY:
+        raise Conflict(
+            f"Study {study.code} is live: its dummy list is archived and cannot be {action}.",
+            field="list",
+        )
+    if study.mode is StudyMode.LIVE and action != "extended":
+        raise Conflict(
+            f"Study {study.code} is live: its live list can be extended, never {action}.",
+            field="list",
+        )
+
+
+def new_list_row(
+    session: Session,
+    study: Study,
+    *,
+    kind: ListKind,
+    source: str,
+    actor: audit.Actor,
+    params: dict[str, Any],
+    algorithm: str,
+) -> AllocationList:
+    """Insert the list row (after refusing a second list of the kind) under its data key."""
+    _check_changeable(study, kind, "replaced")
+    if find_list(session, study, kind) is not None:
+        raise Conflict(
+            f"Study {study.code} already has a {kind.value} list; it can be extended with "
+            "more blocks but not made again.",
+            field="list",
+        )
+    key = data_key(session, study, key_purpose(kind))
+    row = AllocationList(
+        study_id=study.id, kind=kind, data_key_id=key.id, source=source,
+        algorithm_version=algorithm, fingerprint="", created_by=actor.username, params=params,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    return row
 
 
 def generate_list(
@@ -72,14 +203,6 @@ def generate_list(
         raise InvalidInput("A seed may be given only for a dummy list.", field="seed")
     if seed is not None and len(seed) != sequence.SEED_BYTES:
         raise InvalidInput("The seed must be 256 bits (64 hex digits).", field="seed")
-    if kind is ListKind.LIVE and study.mode is StudyMode.LIVE:
-        raise Conflict("The study is live: its live list can be extended, never replaced.")
-    if find_list(session, study, kind) is not None:
-        raise Conflict(
-            f"Study {study.code} already has a {kind.value} list; it can be extended with "
-            "more blocks but not generated again.",
-            field="list",
-        )
     per_stratum = definition.per_stratum if per_stratum is None else per_stratum
     if not 1 <= per_stratum <= 1_000_000:
         raise InvalidInput(
@@ -87,37 +210,61 @@ def generate_list(
         )
     seed = seed or sequence.new_seed()
     arms, strata = arm_ratios(study), definition.strata()
-    sealer = sealer_for(session, study, key_purpose(kind))
-    row = AllocationList(
-        study_id=study.id, kind=kind, data_key_id=sealer.key_id, source="generated",
-        seed_ref=hashlib.sha256(seed).hexdigest()[:12],
-        algorithm_version=sequence.ALGORITHM_VERSION, fingerprint="", created_by=actor.username,
+    row = new_list_row(
+        session, study, kind=kind, source="generated", actor=actor,
+        algorithm=sequence.ALGORITHM_VERSION,
         params={"arms": [[a.code, a.ratio] for a in arms],
-                "block_sizes": sorted(definition.block_sizes), "strata": strata, "slots": {}},
+                "block_sizes": sorted(definition.block_sizes), "strata": strata, "slots": {},
+                "per_stratum": per_stratum},
     )  # fmt: skip
-    session.add(row)
-    session.flush()
+    sealer = sealer_by_key_id(session, study, row.data_key_id)
+    row.seed_ref = seed_reference(seed)
     row.seed_sealed = sealer.seal("seed", row.id, seed.hex())
     slots = sequence.generate(seed, strata, arms, definition.block_sizes, per_stratum=per_stratum)
-    counts, fingerprint = store_slots(session, study, row, sealer, slots, progress)
+    counts, fingerprint = store_slots(session, study, row, slots, progress)
     row.fingerprint = fingerprint
     row.params = {**row.params, "slots": counts}
-    _refuse_twin(session, study, row)
+    refuse_twin(session, study, row)
     audit.record(
         session, actor=actor, action="list.generate", object_type="allocation_list",
         object_id=row.id, study_code=study.code,
         new={"kind": kind.value, "slots": sum(counts.values()), "strata": len(counts),
              "fingerprint": fingerprint, "algorithm": row.algorithm_version,
-             "seed_ref": row.seed_ref},
+             "seed_ref": row.seed_ref, "per_stratum": per_stratum},
     )  # fmt: skip
     return row
+
+
+def seed_reference(seed: bytes) -> str:
+    """Short public reference to a seed (never the seed): the start of its SHA-256."""
+    return hashlib.sha256(seed).hexdigest()[:12]
+
+
+def open_seed(session: Session, study: Study, row: AllocationList) -> bytes:
+    """The sealed seed of a generated list (IntegrityFailure when it does not open)."""
+    if row.seed_sealed is None:
+        raise Conflict(
+            f"The {row.kind.value} list of study {study.code} was imported: it has no seed.",
+            field="list",
+        )
+    sealer = sealer_by_key_id(session, study, row.data_key_id)
+    return bytes.fromhex(sealer.open("seed", row.id, row.seed_sealed))
+
+
+def regenerate(seed: bytes, row: AllocationList) -> Iterator[sequence.Slot]:
+    """The list a seed produces with the recorded parameters and slot counts, in list order."""
+    arms, sizes, counts = recorded_arms(row), row.params["block_sizes"], recorded_counts(row)
+    streams = [
+        sequence.generate_stratum(seed, s, arms, sizes, min_slots=counts.get(s, 0))
+        for s in row.params["strata"]
+    ]
+    return itertools.chain.from_iterable(streams)
 
 
 def store_slots(
     session: Session,
     study: Study,
     row: AllocationList,
-    sealer: RowSealer,
     slots: Iterable[sequence.Slot],
     progress: Progress | None = None,
     *,
@@ -126,37 +273,56 @@ def store_slots(
     """Seal and insert slots in batches (streaming); returns (count per stratum, fingerprint).
 
     ``numbers`` supplies randomization numbers (an import keeps its own); by default they
-    are derived from the stratum's position and the slot's sequence.
+    are derived from the stratum's position and the slot's sequence. The fingerprint is of
+    the slots given, in the order given.
     """
-    strata_index = {s: i + 1 for i, s in enumerate(row.params["strata"])}
+    cipher = SlotCipher(session, study, row)
+    prefixes = {s: _number_prefix(row.kind, i + 1) for i, s in enumerate(row.params["strata"])}
+    arm_bytes = {a: a.encode("utf-8") for a, _ratio in row.params["arms"]}
     digest = hashlib.sha256()
     counts: dict[str, int] = {}
-    batch: list[dict[str, Any]] = []
+    batch: list[tuple[Any, ...]] = []
+    lines: list[bytes] = []
+    available, seal, canonical = SlotStatus.AVAILABLE.value, cipher.seal, sequence.canonical_line
     for slot in slots:
-        digest.update(sequence.canonical_line(slot))
-        counts[slot.stratum] = counts.get(slot.stratum, 0) + 1
-        batch.append({
-            "list_id": row.id, "study_id": study.id, "stratum": slot.stratum,
-            "block": slot.block, "block_size": slot.block_size, "sequence": slot.sequence,
-            "randomization_number": next(numbers) if numbers else randomization_number(
-                row.kind, strata_index[slot.stratum], slot.sequence),
-            "arm_sealed": sealer.seal(
-                "slot", slot_object_id(row.id, slot.stratum, slot.sequence), slot.arm),
-            "status": SlotStatus.AVAILABLE.value,
-        })  # fmt: skip
+        stratum, seq = slot.stratum, slot.sequence
+        lines.append(canonical(slot))
+        counts[stratum] = counts.get(stratum, 0) + 1
+        number = next(numbers) if numbers else f"{prefixes[stratum]}{seq:04d}"
+        batch.append((row.id, study.id, stratum, slot.block, slot.block_size, seq, number,
+                      seal(stratum, seq, arm_bytes[slot.arm]), available))  # fmt: skip
         if len(batch) >= BATCH:
-            session.execute(insert(AllocationSlot), batch)
-            if progress:
-                progress(len(batch))
-            batch = []
+            _insert(session, batch, progress)
+            digest.update(b"".join(lines))
+            batch, lines = [], []
     if batch:
-        session.execute(insert(AllocationSlot), batch)
-        if progress:
-            progress(len(batch))
+        _insert(session, batch, progress)
+        digest.update(b"".join(lines))
     return counts, digest.hexdigest()
 
 
-def _refuse_twin(session: Session, study: Study, row: AllocationList) -> None:
+_SLOT_COLUMNS = (
+    "list_id", "study_id", "stratum", "block", "block_size", "sequence",
+    "randomization_number", "arm_sealed", "status",
+)  # fmt: skip
+
+
+def _insert(session: Session, batch: list[tuple[Any, ...]], progress: Progress | None) -> None:
+    # Plain DB-API executemany with positional tuples: the ORM's and Core's per-row parameter
+    # processing costs more than sealing does, and these values need no conversion.
+    connection = session.connection()
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    table = AllocationSlot.__tablename__
+    sql = (
+        f"INSERT INTO {table} ({', '.join(_SLOT_COLUMNS)}) "
+        f"VALUES ({', '.join([mark] * len(_SLOT_COLUMNS))})"
+    )
+    connection.exec_driver_sql(sql, batch)
+    if progress:
+        progress(len(batch))
+
+
+def refuse_twin(session: Session, study: Study, row: AllocationList) -> None:
     """A live list identical to the dummy list (or vice versa) would unmask training data."""
     other_kind = ListKind.DUMMY if row.kind is ListKind.LIVE else ListKind.LIVE
     other = find_list(session, study, other_kind)
@@ -166,6 +332,139 @@ def _refuse_twin(session: Session, study: Study, row: AllocationList) -> None:
             "the live list must be made separately.",
             field="list",
         )
+
+
+def extend_stratum(
+    session: Session,
+    study: Study,
+    *,
+    kind: ListKind,
+    stratum: str,
+    slots: int,
+    actor: audit.Actor,
+    progress: Progress | None = None,
+) -> int:
+    """Append whole blocks to one stratum, continuing its seeded stream; audited.
+
+    Returns the number of slots added (at least ``slots``: blocks are never cut).
+    """
+    _check_changeable(study, kind, "extended")
+    row = session.scalars(
+        select(AllocationList)
+        .where(AllocationList.study_id == study.id, AllocationList.kind == kind)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"Study {study.code} has no {kind.value} list yet.", field="list")
+    if stratum not in row.params["strata"]:
+        raise InvalidInput(f"Study {study.code} has no stratum {stratum!r}.", field="stratum")
+    if not 1 <= slots <= MAX_EXTENSION:
+        raise InvalidInput(f"Add between 1 and {MAX_EXTENSION:,} slots.", field="slots")
+    if row.seed_sealed is None:
+        raise Conflict(
+            "This list was imported: it has no seed to continue from. Make the extra blocks "
+            "where the list was made; an imported list cannot be extended here.",
+            field="list",
+        )
+    counts = recorded_counts(row)
+    current = counts.get(stratum, 0)
+    stored = session.scalar(
+        select(func.count()).where(
+            AllocationSlot.list_id == row.id, AllocationSlot.stratum == stratum
+        )
+    )
+    if stored != current:
+        raise IntegrityFailure(
+            f"stratum {stratum!r} holds {stored} slots but {current} are recorded; "
+            "run `randomizer list verify` before extending"
+        )
+    seed = open_seed(session, study, row)
+    stream = sequence.generate_stratum(
+        seed, stratum, recorded_arms(row), row.params["block_sizes"], min_slots=current + slots
+    )
+    added = store_slots(session, study, row, itertools.islice(stream, current, None), progress)[0]
+    counts[stratum] = current + added.get(stratum, 0)
+    old_fingerprint = row.fingerprint
+    history = [*row.params.get("extensions", []), {
+        "stratum": stratum, "added": added.get(stratum, 0), "by": actor.username,
+        "at": audit.timestamp()}]  # fmt: skip
+    row.params = {**row.params, "slots": counts, "extensions": history}
+    row.fingerprint = sequence.fingerprint(regenerate(seed, row))
+    audit.record(
+        session, actor=actor, action="list.extend", object_type="allocation_list",
+        object_id=row.id, study_code=study.code,
+        old={"stratum": stratum, "slots": current, "fingerprint": old_fingerprint},
+        new={"kind": kind.value, "stratum": stratum, "slots": counts[stratum],
+             "added": counts[stratum] - current, "fingerprint": row.fingerprint},
+    )  # fmt: skip
+    return counts[stratum] - current
+
+
+# --- summary (statistician and admin; never site users) --------------------------------
+
+
+@dataclass
+class StratumSummary:
+    stratum: str
+    slots: int = 0
+    used: int = 0
+    #: Number of blocks of each size.
+    blocks: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def available(self) -> int:
+        return self.slots - self.used
+
+
+@dataclass
+class ListSummary:
+    """What the statistician's summary page and ``list show`` print: never a seed or an arm."""
+
+    row: AllocationList
+    strata: list[StratumSummary]
+
+    @property
+    def slots(self) -> int:
+        return sum(s.slots for s in self.strata)
+
+    @property
+    def used(self) -> int:
+        return sum(s.used for s in self.strata)
+
+    @property
+    def block_sizes(self) -> dict[int, int]:
+        total: dict[int, int] = {}
+        for s in self.strata:
+            for size, n in s.blocks.items():
+                total[size] = total.get(size, 0) + n
+        return dict(sorted(total.items()))
+
+
+def summarize(session: Session, study: Study, kind: ListKind) -> ListSummary:
+    """Slots, use and block-size counts per stratum of a list."""
+    row = get_list(session, study, kind)
+    strata = {s: StratumSummary(s) for s in row.params["strata"]}
+    where = AllocationSlot.list_id == row.id
+    counted: Sequence[Row[Any]] = session.execute(
+        select(AllocationSlot.stratum, AllocationSlot.status, func.count())
+        .where(where)
+        .group_by(AllocationSlot.stratum, AllocationSlot.status)
+    ).all()
+    for stratum, status, n in counted:
+        entry = strata.setdefault(stratum, StratumSummary(stratum))
+        entry.slots += n
+        if status is SlotStatus.USED:
+            entry.used += n
+    blocks: Sequence[Row[Any]] = session.execute(
+        select(AllocationSlot.stratum, AllocationSlot.block_size, func.count(distinct(
+            AllocationSlot.block)))
+        .where(where)
+        .group_by(AllocationSlot.stratum, AllocationSlot.block_size)
+    ).all()  # fmt: skip
+    for stratum, size, n in blocks:
+        strata[stratum].blocks[size] = n
+    return ListSummary(row, list(strata.values()))
 
 
 def slot_arm(session: Session, study: Study, slot: AllocationSlot, sealer: RowSealer) -> str:
