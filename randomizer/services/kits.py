@@ -1,18 +1,21 @@
-"""Kits: generation with sealed arms balanced in blocks (lifecycle and pharmacy build on it)."""
+"""Kits: generation with sealed arms balanced in blocks, lifecycle, allocation, dispensing."""
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from randomizer import audit, kitcodes, sequence
-from randomizer.errors import InvalidInput, NotFound
-from randomizer.models import Kit, KitStatus, Study, StudyMode
+from randomizer.db import utcnow
+from randomizer.errors import Conflict, InvalidInput, NotFound, SupplyUnavailable
+from randomizer.models import Dispensation, Kit, KitStatus, Participant, Study, StudyMode
 from randomizer.services.keyring import RowSealer, sealer_by_key_id, sealer_for
 from randomizer.services.studies import definition_of
+from randomizer.studydef import StudyDefinition
 
 KIT_PURPOSE = "kits"
 MAX_KITS_PER_CALL = 100_000
@@ -95,6 +98,18 @@ def kit_arm(session: Session, study: Study, kit: Kit, sealer: RowSealer | None =
     return (sealer or kit_sealer(session, study, kit)).open("kit", kit.code, kit.arm_sealed)
 
 
+def open_arms(session: Session, study: Study, kits: Iterable[Kit]) -> dict[int, str]:
+    """Arm codes of these kits by kit id (internal use: callers audit any disclosure)."""
+    sealers: dict[str, RowSealer] = {}
+    out = {}
+    for kit in kits:
+        sealer = sealers.get(kit.data_key_id)
+        if sealer is None:
+            sealer = sealers[kit.data_key_id] = kit_sealer(session, study, kit)
+        out[kit.id] = kit_arm(session, study, kit, sealer)
+    return out
+
+
 def get_kit(session: Session, study: Study, code: str) -> Kit:
     """A kit of this study by (typed) code, or NotFound; a mistyped code is named as such."""
     if not kitcodes.is_valid(code):
@@ -108,4 +123,340 @@ def get_kit(session: Session, study: Study, code: str) -> Kit:
     if kit is None:
         raise NotFound(f"No kit {kitcodes.canonical(code)} in study {study.code}.",
                        field="kit_code")  # fmt: skip
+    return kit
+
+
+# --- lifecycle -------------------------------------------------------------------------
+
+S = KitStatus
+#: Every status a kit may move to from each status; anything else is refused.
+TRANSITIONS: dict[KitStatus, frozenset[KitStatus]] = {
+    S.AT_DEPOT: frozenset({S.IN_TRANSIT, S.AVAILABLE, S.DAMAGED, S.LOST, S.EXPIRED,
+                           S.QUARANTINED, S.DESTROYED}),
+    S.IN_TRANSIT: frozenset({S.AVAILABLE, S.AT_DEPOT, S.DAMAGED, S.LOST, S.QUARANTINED}),
+    S.AVAILABLE: frozenset({S.ALLOCATED, S.DAMAGED, S.LOST, S.EXPIRED, S.QUARANTINED,
+                            S.RETURNED}),
+    S.ALLOCATED: frozenset({S.DISPENSED, S.DAMAGED, S.LOST}),
+    S.DISPENSED: frozenset({S.RETURNED}),
+    S.DAMAGED: frozenset({S.RETURNED, S.DESTROYED}),
+    S.LOST: frozenset({S.QUARANTINED}),
+    S.EXPIRED: frozenset({S.RETURNED, S.DESTROYED}),
+    S.QUARANTINED: frozenset({S.AVAILABLE, S.AT_DEPOT, S.DAMAGED, S.EXPIRED, S.RETURNED,
+                              S.DESTROYED}),
+    S.RETURNED: frozenset({S.QUARANTINED, S.DESTROYED}),
+    S.DESTROYED: frozenset(),
+}  # fmt: skip
+#: Moves that need a stated reason (someone decided or observed something about the kit).
+REASON_REQUIRED = frozenset({S.DAMAGED, S.LOST, S.QUARANTINED, S.RETURNED, S.DESTROYED})
+#: Statuses a kit can only take at a site, and only at the depot.
+AT_SITE = frozenset({S.AVAILABLE, S.ALLOCATED, S.DISPENSED})
+AT_DEPOT_ONLY = frozenset({S.AT_DEPOT})
+
+
+def check_transition(kit: Kit, to: KitStatus, reason: str | None = None) -> None:
+    """Refuse an impossible move (or one missing its reason) with a clear message."""
+    if to not in TRANSITIONS[kit.status]:
+        raise Conflict(
+            f"Kit {kit.code} is {kit.status.value.replace('_', ' ')}; it cannot become "
+            f"{to.value.replace('_', ' ')}.",
+            field="status",
+        )
+    if to in REASON_REQUIRED and not (reason and reason.strip()):
+        raise InvalidInput(f"Give the reason the kit is {to.value}.", field="reason")
+    if to in AT_SITE and kit.site_code is None:
+        raise Conflict(f"Kit {kit.code} is not at a site; it cannot become {to.value}.",
+                       field="status")  # fmt: skip
+    if to in AT_DEPOT_ONLY and kit.site_code is not None:
+        raise Conflict(f"Kit {kit.code} is at site {kit.site_code}, not at the depot.",
+                       field="status")  # fmt: skip
+
+
+def change_status(
+    session: Session,
+    study: Study,
+    kit: Kit,
+    to: KitStatus,
+    *,
+    actor: audit.Actor,
+    reason: str | None = None,
+    action: str = "kit.status",
+    participant_id: int | None = None,
+) -> None:
+    """Move one kit to another status (checked against TRANSITIONS) and audit the move."""
+    check_transition(kit, to, reason)
+    old = kit.status
+    kit.status = to
+    session.flush()
+    audit.record(
+        session, actor=actor, action=action, object_type="kit", object_id=kit.code,
+        study_code=study.code, participant_id=participant_id,
+        old={"status": old.value}, new={"status": to.value, "site": kit.site_code},
+        reason=reason.strip() if reason else None,
+    )  # fmt: skip
+
+
+def set_status(
+    session: Session,
+    study: Study,
+    *,
+    code: str,
+    to: KitStatus,
+    actor: audit.Actor,
+    reason: str | None,
+    sites: frozenset[str] | None = None,
+) -> Kit:
+    """Change a kit's status by its (typed) code; ``sites`` limits it to a user's own sites.
+
+    A kit outside ``sites`` is reported exactly like an unknown one.
+    """
+    kit = get_kit(session, study, code)
+    if sites is not None and kit.site_code not in sites:
+        raise NotFound(f"No kit {kit.code} at your sites.", field="kit_code")
+    if kit.status is S.ALLOCATED and to in (S.DAMAGED, S.LOST):
+        raise Conflict(
+            f"Kit {kit.code} is allocated to a participant: report it through the "
+            "replacement of that participant's kit.",
+            field="kit_code",
+        )
+    change_status(session, study, kit, to, actor=actor, reason=reason)
+    return kit
+
+
+# --- allocation and dispensing ---------------------------------------------------------
+
+#: The one answer when no kit can be allocated: it never depends on which arm is short.
+NO_SUPPLY_MESSAGE = (
+    "No kit can be allocated at this site right now. Nothing was changed; ask the study "
+    "pharmacist or the depot about this site's supply."
+)
+
+
+def window_close(
+    definition: StudyDefinition, visit: str, *, start: dt.date | None, today: dt.date
+) -> dt.date:
+    """Last day on which a kit for this visit may still be dispensed.
+
+    The visit's window closes ``day + window_days`` after the participant's randomization
+    date (``start``); before randomization (the baseline kit) the window is counted from
+    today. Never earlier than today.
+    """
+    v = definition.visit(visit)
+    close = (start or today) + dt.timedelta(days=v.day + v.window_days)
+    return max(close, today)
+
+
+def allocatable_kits(
+    session: Session, study: Study, *, site: str, usable_until: dt.date, is_test: bool
+) -> list[Kit]:
+    """Available kits at a site that are still in date on ``usable_until`` (any arm)."""
+    return list(
+        session.scalars(
+            select(Kit)
+            .where(
+                Kit.study_id == study.id,
+                Kit.site_code == site,
+                Kit.status == KitStatus.AVAILABLE,
+                Kit.is_test == is_test,
+                or_(Kit.expiry.is_(None), Kit.expiry >= usable_until),
+            )
+            .order_by(Kit.id)
+        )
+    )
+
+
+def allocate_kit(
+    session: Session,
+    study: Study,
+    *,
+    site: str,
+    arm: str,
+    participant_id: int,
+    visit: str,
+    actor: audit.Actor,
+    today: dt.date | None = None,
+) -> Kit:
+    """Allocate a random in-date kit of ``arm`` at ``site`` to a participant's visit.
+
+    Candidates: status available at the site, same test/live kind as the participant, and
+    not expiring before the visit's dispensing window closes (``window_close``: the kit
+    must still be in date on that day; quarantined and expired kits are never available).
+    One is drawn uniformly with ``secrets`` (never the lowest code), marked allocated, its
+    Dispensation created, the allocation audited (code, participant, visit; no arm) and
+    the site's blinded resupply rule run. Every available kit at the site is opened, so
+    the work done does not depend on the arm either. When none fits: SupplyUnavailable
+    with one fixed message, and nothing changed. The caller holds the allocation lock and
+    owns the transaction.
+    """
+    from randomizer.services import supply  # supply builds on this module
+
+    today = today or utcnow().date()
+    definition = definition_of(study)
+    participant = session.get(Participant, participant_id)
+    if participant is None or participant.study_id != study.id:
+        raise NotFound(f"No participant {participant_id} in study {study.code}.",
+                       field="participant_id")  # fmt: skip
+    if participant.site_code != site:
+        raise InvalidInput(f"Participant {participant_id} is not at site {site}.", field="site")
+    try:
+        arm_def = definition.arm(arm)
+        visit_def = definition.visit(visit)
+    except KeyError as exc:
+        raise InvalidInput(str(exc.args[0]), field="visit") from None
+    if not visit_def.dispense:
+        raise InvalidInput(f"Visit {visit} has no kit to dispense.", field="visit")
+    _refuse_second_kit(session, participant_id, visit)
+    start = participant.randomized_at.date() if participant.randomized_at else None
+    until = window_close(definition, visit, start=start, today=today)
+    kit = _draw(session, study, site=site, arm=arm_def.code, until=until,
+                is_test=participant.is_test)  # fmt: skip
+    check_transition(kit, KitStatus.ALLOCATED)
+    kit.status = KitStatus.ALLOCATED
+    session.add(Dispensation(participant_id=participant_id, visit=visit, kit_id=kit.id,
+                             status="allocated", allocated_by=actor.username))  # fmt: skip
+    session.flush()
+    audit.record(
+        session, actor=actor, action="kit.allocate", object_type="kit", object_id=kit.code,
+        study_code=study.code, participant_id=participant_id,
+        old={"status": KitStatus.AVAILABLE.value},
+        new={"status": KitStatus.ALLOCATED.value, "kit_code": kit.code, "visit": visit,
+             "site": site},
+    )  # fmt: skip
+    supply.check_site(session, study, site=site, actor=audit.SYSTEM, today=today)
+    return kit
+
+
+def _draw(
+    session: Session, study: Study, *, site: str, arm: str, until: dt.date, is_test: bool
+) -> Kit:
+    candidates = allocatable_kits(session, study, site=site, usable_until=until, is_test=is_test)
+    arms = open_arms(session, study, candidates)
+    matching = [k for k in candidates if arms[k.id] == arm]
+    if not matching:
+        raise SupplyUnavailable(NO_SUPPLY_MESSAGE)
+    return matching[secrets.randbelow(len(matching))]
+
+
+ACTIVE_DISPENSATION = ("allocated", "dispensed")
+
+
+def _refuse_second_kit(session: Session, participant_id: int, visit: str) -> None:
+    held = session.scalar(
+        select(Dispensation.id).where(
+            Dispensation.participant_id == participant_id,
+            Dispensation.visit == visit,
+            Dispensation.status.in_(ACTIVE_DISPENSATION),
+        )
+    )
+    if held is not None:
+        raise Conflict(
+            f"Participant {participant_id} already has a kit for visit {visit}.", field="visit"
+        )
+
+
+def _dispensation_in_scope(
+    session: Session, study: Study, dispensation: Dispensation, sites: frozenset[str] | None
+) -> tuple[Kit, Participant]:
+    kit = session.get(Kit, dispensation.kit_id)
+    participant = session.get(Participant, dispensation.participant_id)
+    if (
+        kit is None
+        or participant is None
+        or kit.study_id != study.id
+        or (sites is not None and participant.site_code not in sites)
+    ):
+        raise NotFound(f"No dispensation {dispensation.id} at your sites.", field="dispensation")
+    return kit, participant
+
+
+def replace_kit(
+    session: Session,
+    study: Study,
+    *,
+    dispensation: Dispensation,
+    reason: str,
+    actor: audit.Actor,
+    lost: bool = False,
+    sites: frozenset[str] | None = None,
+    today: dt.date | None = None,
+) -> Kit:
+    """Replace a damaged (or ``lost``) allocated or dispensed kit by another of the same arm.
+
+    The new kit is drawn as in ``allocate_kit`` (random, in date for the visit's window);
+    when none exists: SupplyUnavailable with the same fixed message, and nothing changed.
+    The old kit becomes damaged or lost, its dispensation ``replaced``; audited with the
+    reason and both codes (no arm).
+    """
+    from randomizer.services import supply
+
+    today = today or utcnow().date()
+    if not reason or not reason.strip():
+        raise InvalidInput("Give the reason the kit is replaced.", field="reason")
+    old_kit, participant = _dispensation_in_scope(session, study, dispensation, sites)
+    if dispensation.status not in ACTIVE_DISPENSATION:
+        raise Conflict(f"Kit {old_kit.code} was already replaced.", field="dispensation")
+    outcome = KitStatus.LOST if lost else KitStatus.DAMAGED
+    check_transition(old_kit, outcome, reason)
+    start = participant.randomized_at.date() if participant.randomized_at else None
+    until = window_close(definition_of(study), dispensation.visit, start=start, today=today)
+    arm = kit_arm(session, study, old_kit)
+    site = participant.site_code
+    new_kit = _draw(session, study, site=site, arm=arm, until=until,
+                    is_test=participant.is_test)  # fmt: skip
+    change_status(session, study, old_kit, outcome, actor=actor, reason=reason,
+                  participant_id=participant.id)  # fmt: skip
+    check_transition(new_kit, KitStatus.ALLOCATED)
+    new_kit.status = KitStatus.ALLOCATED
+    dispensation.status = "replaced"
+    replacement = Dispensation(
+        participant_id=participant.id, visit=dispensation.visit, kit_id=new_kit.id,
+        status="allocated", allocated_by=actor.username, replaces_id=dispensation.id,
+        override_reason=reason.strip(),
+    )  # fmt: skip
+    session.add(replacement)
+    session.flush()
+    audit.record(
+        session, actor=actor, action="kit.replace", object_type="kit", object_id=new_kit.code,
+        study_code=study.code, participant_id=participant.id,
+        old={"kit_code": old_kit.code, "status": outcome.value},
+        new={"kit_code": new_kit.code, "status": KitStatus.ALLOCATED.value,
+             "visit": dispensation.visit, "site": site},
+        reason=reason.strip(),
+    )  # fmt: skip
+    supply.check_site(session, study, site=site, actor=audit.SYSTEM, today=today)
+    return new_kit
+
+
+def confirm_dispensing(
+    session: Session,
+    study: Study,
+    *,
+    dispensation: Dispensation,
+    actor: audit.Actor,
+    kit_code: str | None = None,
+    sites: frozenset[str] | None = None,
+) -> Kit:
+    """The pharmacist confirms an allocated kit was handed out (optionally scanning it)."""
+    kit, participant = _dispensation_in_scope(session, study, dispensation, sites)
+    if kit_code is not None:
+        scanned = get_kit(session, study, kit_code)
+        if scanned.id != kit.id:
+            raise InvalidInput(
+                f"Kit {scanned.code} is not the kit allocated here ({kit.code}); nothing "
+                "was changed.",
+                field="kit_code",
+            )
+    if dispensation.status != "allocated":
+        raise Conflict(f"Kit {kit.code} is not waiting to be dispensed.", field="dispensation")
+    check_transition(kit, KitStatus.DISPENSED)
+    kit.status = KitStatus.DISPENSED
+    dispensation.status = "dispensed"
+    dispensation.dispensed_at = utcnow()
+    dispensation.dispensed_by = actor.username
+    session.flush()
+    audit.record(
+        session, actor=actor, action="kit.dispense", object_type="kit", object_id=kit.code,
+        study_code=study.code, participant_id=participant.id,
+        old={"status": KitStatus.ALLOCATED.value},
+        new={"status": KitStatus.DISPENSED.value, "visit": dispensation.visit},
+    )  # fmt: skip
     return kit
