@@ -6,7 +6,7 @@ import datetime as dt
 import secrets
 from collections.abc import Iterable
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from randomizer import audit, kitcodes, sequence
@@ -48,7 +48,7 @@ def generate_kits(
     expiry: dt.date | None = None,
 ) -> list[Kit]:
     """Create kits with fresh random codes and sealed arms; at the depot, or received at
-    ``site``. Audited with counts only (never arms)."""
+    ``site``. Rows are inserted in code order. Audited with counts only (never arms)."""
     definition = definition_of(study)
     if not 1 <= count <= MAX_KITS_PER_CALL:
         raise InvalidInput(f"The count must be between 1 and {MAX_KITS_PER_CALL}.", field="count")
@@ -57,7 +57,13 @@ def generate_kits(
     if lot is not None and not 1 <= len(lot.strip()) <= 64:
         raise InvalidInput("The lot must be 1–64 characters.", field="lot")
     sealer = sealer_for(session, study, KIT_PURPOSE)
-    arms = kit_arm_blocks(study, count, sequence.Generator(secrets.token_bytes(32)))
+    generator = sequence.Generator(secrets.token_bytes(32))
+    arms = kit_arm_blocks(study, count, generator)
+    # The blocks fix how many kits of each arm the batch holds; which code gets which arm is
+    # a uniformly random pairing. Pairing block order with code order would make kits next
+    # to each other in the list (and in row ids) block mates: one kit's arm, once known
+    # (an emergency unblinding), would then shift the odds for its neighbours.
+    generator.shuffle(arms)
     codes = _fresh_codes(session, count)
     status = KitStatus.AVAILABLE if site else KitStatus.AT_DEPOT
     kits = [
@@ -81,11 +87,17 @@ def generate_kits(
 def _fresh_codes(session: Session, count: int) -> list[str]:
     codes: set[str] = set()
     while len(codes) < count:
-        wanted = {kitcodes.new_code() for _ in range(count - len(codes))}
-        taken = set(session.scalars(select(Kit.code).where(Kit.code.in_(wanted))))
-        codes |= wanted - taken
-    # Sort by the code itself: random, so the order reveals nothing about arm blocks.
+        wanted = sorted({kitcodes.new_code() for _ in range(count - len(codes))} - codes)
+        taken: set[str] = set()
+        for i in range(0, len(wanted), _IN_CHUNK):
+            part = wanted[i : i + _IN_CHUNK]
+            taken.update(session.scalars(select(Kit.code).where(Kit.code.in_(part))))
+        codes.update(set(wanted) - taken)
     return sorted(codes)
+
+
+#: Bound parameters per IN query (PostgreSQL allows at most 65,535 in one statement).
+_IN_CHUNK = 5000
 
 
 def kit_sealer(session: Session, study: Study, kit: Kit) -> RowSealer:
@@ -460,3 +472,65 @@ def confirm_dispensing(
         new={"status": KitStatus.DISPENSED.value, "visit": dispensation.visit},
     )  # fmt: skip
     return kit
+
+
+# --- listings and export ---------------------------------------------------------------
+
+EXPORT_COLUMNS = ("kit_code", "status", "site", "lot", "expiry")
+
+
+def list_kits(
+    session: Session,
+    study: Study,
+    *,
+    sites: Iterable[str] | None = None,
+    statuses: Iterable[KitStatus] | None = None,
+    depot: bool = False,
+) -> list[Kit]:
+    """Kits of a study in code order, optionally at these sites (``depot``: also the depot)."""
+    query = select(Kit).where(Kit.study_id == study.id)
+    if sites is not None:
+        at = Kit.site_code.in_(list(sites))
+        query = query.where(or_(at, Kit.site_code.is_(None)) if depot else at)
+    if statuses is not None:
+        query = query.where(Kit.status.in_(list(statuses)))
+    return list(session.scalars(query.order_by(Kit.code)))
+
+
+def status_totals(session: Session, study: Study) -> dict[str | None, dict[KitStatus, int]]:
+    """Kit counts by location (site code, None for the depot) and status; never by arm."""
+    out: dict[str | None, dict[KitStatus, int]] = {}
+    rows = session.execute(
+        select(Kit.site_code, Kit.status, func.count())
+        .where(Kit.study_id == study.id)
+        .group_by(Kit.site_code, Kit.status)
+    )
+    for site, status, count in rows:
+        out.setdefault(site, {})[status] = count
+    return out
+
+
+def export_rows(
+    session: Session, study: Study, *, unblinded: bool, actor: audit.Actor
+) -> list[dict[str, str]]:
+    """The kit list as CSV rows (EXPORT_COLUMNS, plus ``arm`` when unblinded: audited)."""
+    kits = list_kits(session, study)
+    arms = open_arms(session, study, kits) if unblinded else {}
+    rows = []
+    for kit in kits:
+        row = {
+            "kit_code": kit.code,
+            "status": kit.status.value,
+            "site": kit.site_code or "",
+            "lot": kit.lot or "",
+            "expiry": kit.expiry.isoformat() if kit.expiry else "",
+        }
+        if unblinded:
+            row["arm"] = arms[kit.id]
+        rows.append(row)
+    if unblinded:
+        audit.record(
+            session, actor=actor, action="kits.export_unblinded", object_type="study",
+            object_id=study.code, study_code=study.code, new={"count": len(rows)},
+        )  # fmt: skip
+    return rows

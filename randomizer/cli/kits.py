@@ -1,0 +1,82 @@
+"""``randomizer kits …``: generate kits, export the kit list (unblinded for the labeller)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import getpass
+from pathlib import Path
+
+import click
+from flask.cli import with_appcontext
+
+from randomizer import audit
+from randomizer.cli.common import run, transaction
+from randomizer.services.kits import EXPORT_COLUMNS, export_rows, generate_kits
+from randomizer.services.studies import get_study
+
+
+def _operator() -> audit.Actor:
+    """The person at the console, as far as the operating system knows them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return audit.Actor(f"cli:{user}"[:64], audit.SYSTEM_ACTOR)
+
+
+@click.group("kits")
+def kits_group() -> None:
+    """Kits: generation and the kit list."""
+
+
+@kits_group.command("generate")
+@click.argument("study")
+@click.option("--count", type=int, required=True, help="How many kits to create.")
+@click.option("--site", help="Create them as already received at this site.")
+@click.option("--lot", help="Lot number printed on the labels.")
+@click.option("--expiry", type=click.DateTime(formats=["%Y-%m-%d"]), help="YYYY-MM-DD")
+@with_appcontext
+def generate_command(
+    study: str, count: int, site: str | None, lot: str | None, expiry: dt.datetime | None
+) -> None:
+    """Create COUNT kits with random codes and sealed arms, balanced in blocks."""
+    kits = run(
+        lambda s: generate_kits(
+            s,
+            get_study(s, study),
+            count=count,
+            actor=_operator(),
+            site=site,
+            lot=lot,
+            expiry=expiry.date() if expiry else None,
+        )
+    )
+    where = f"available at site {site}" if site else "at the depot"
+    click.echo(f"created {len(kits)} kits for {study}, {where}: {kits[0].code} … {kits[-1].code}")
+
+
+@kits_group.command("export")
+@click.argument("study")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--unblinded", is_flag=True, help="Add each kit's arm (audited).")
+@with_appcontext
+def export_command(study: str, out: Path, unblinded: bool) -> None:
+    """Write the kit list as CSV: kit_code, status, site, lot, expiry (and arm)."""
+    columns = [*EXPORT_COLUMNS, "arm"] if unblinded else list(EXPORT_COLUMNS)
+    with transaction() as session:
+        rows = export_rows(session, get_study(session, study), unblinded=unblinded,
+                           actor=_operator())  # fmt: skip
+        # Written before the commit: a failed write rolls the audit event back with it.
+        try:
+            with out.open("w", encoding="utf-8", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as exc:
+            raise click.ClickException(f"{out}: cannot be written ({exc.strerror})") from None
+    kind = "unblinded (audited)" if unblinded else "blinded"
+    click.echo(f"wrote {len(rows)} kits to {out}, {kind}")
+
+
+COMMANDS = [kits_group]
