@@ -57,6 +57,8 @@ RANDOMIZE_MEANING = "I confirm this participant is eligible and request randomiz
 DISPENSE_MEANING = "I confirm this participant attends visit {visit} and request its kit"
 MAX_SCREENING_NUMBER = 64
 MAX_REASON = 2000
+#: Largest id the integer columns hold; larger ids in URLs are simply unknown.
+MAX_ID = 2**31 - 1
 
 P = ParticipantStatus
 SCREENING = frozenset({P.ELIGIBLE, P.SCREEN_FAILED})
@@ -101,10 +103,17 @@ class VisitWindow:
 
 def get_participant(session: Session, participant_id: int) -> Participant:
     """The participant with this id, or NotFound."""
-    participant = session.get(Participant, participant_id)
+    participant = None
+    if 0 < participant_id <= MAX_ID:
+        participant = session.get(Participant, participant_id)
     if participant is None:
-        raise NotFound(f"No participant {participant_id}.", field="participant_id")
+        raise participant_not_found(participant_id)
     return participant
+
+
+def participant_not_found(participant_id: int) -> NotFound:
+    """The one answer for an unknown participant and for one outside the caller's sites."""
+    return NotFound(f"No participant {participant_id} at your sites.", field="participant_id")
 
 
 def list_participants(

@@ -1,0 +1,194 @@
+"""API routes for participants (SPEC §4.2): register, read, randomize, dispense.
+
+Bodies are checked here for shape (a JSON object, fields of the right type, named in every
+error); the services judge the rest. Another site's participant answers 404, exactly as an
+unknown one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import Response, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+from randomizer.auth import can_see_site, current, current_actor
+from randomizer.db import db
+from randomizer.errors import InvalidInput, NotPermitted, RandomizerError
+from randomizer.models import Participant, Role, Study
+from randomizer.services import enrollment
+from randomizer.services.studies import get_study
+from randomizer.views.api import bp, require
+from randomizer.views.idempotency import idempotent
+
+Body = dict[str, Any]
+#: Roles that may see kit codes (assessors never do).
+KIT_CODE_ROLES = frozenset({Role.INVESTIGATOR, Role.PHARMACIST, Role.ADMIN, Role.STATISTICIAN})
+
+
+class MalformedBody(RandomizerError):
+    status, slug, title = 400, "malformed-body", "Malformed request body"
+
+
+class UnsupportedMediaType(RandomizerError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+def read_json_object() -> Body:
+    """The request body as a JSON object, or a problem naming what is wrong with it."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(
+            "Send the body as JSON with the header 'Content-Type: application/json'.",
+            field="Content-Type",
+        )
+    raw = request.get_data(cache=True)
+    try:
+        body = request.get_json(force=True, silent=False)
+    except (BadRequest, RecursionError):  # werkzeug's message says nothing useful
+        what = "empty" if not raw.strip() else "not valid JSON (UTF-8)"
+        raise MalformedBody(f"The request body is {what}: send a JSON object.") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(
+            f"The request body must be a JSON object, not {_json_type(body)}.", field="body"
+        )
+    return body
+
+
+def text_field(body: Body, name: str, *, required: bool = True) -> str | None:
+    """A string field; missing or wrongly typed fields are named in the error."""
+    if name not in body or body[name] is None:
+        if required:
+            raise InvalidInput(f"{name}: this field is required.", field=name)
+        return None
+    value = body[name]
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name}: must be a string, not {_json_type(value)}.", field=name)
+    return value
+
+
+def object_field(body: Body, name: str) -> Body:
+    """An object field (required)."""
+    if name not in body:
+        raise InvalidInput(f"{name}: this field is required.", field=name)
+    value = body[name]
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{name}: must be an object, not {_json_type(value)}.", field=name)
+    return value
+
+
+def signature_password(body: Body) -> str:
+    """``signature.password``, named precisely when missing or of the wrong type."""
+    signature = object_field(body, "signature")
+    password = text_field(signature, "password")
+    if not password:
+        raise InvalidInput("signature.password: this field is required.",
+                           field="signature.password")  # fmt: skip
+    return password
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def visible_participant(participant_id: int) -> Participant:
+    """The participant if the current user's sites include it; 404 otherwise (same answer)."""
+    participant = enrollment.get_participant(db.session(), participant_id)
+    if not can_see_site(current(), participant.site_code):
+        raise enrollment.participant_not_found(participant_id)
+    return participant
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """UTC time as ISO 8601 with a Z."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@bp.post("/studies/<study_code>/participants")
+def register_participant(study_code: str) -> tuple[Response, int]:
+    require(Role.INVESTIGATOR)
+    body = read_json_object()
+    study = get_study(db.session(), study_code)
+    site = text_field(body, "site") or ""
+    number = text_field(body, "screening_number") or ""
+    factors, answers = object_field(body, "factors"), object_field(body, "eligibility")
+    if not can_see_site(current(), site):
+        raise NotPermitted("site: you may register participants only at your own sites.",
+                           field="site")  # fmt: skip
+    participant = enrollment.register_participant(
+        db.session(), study, site=site, screening_number=number, factors=factors,
+        eligibility=answers, actor=current_actor(),
+    )  # fmt: skip
+    db.session.commit()
+    answer = {
+        "participant_id": participant.id,
+        "status": participant.status.value,
+        "failed_criteria": list(participant.failed_criteria),
+    }
+    return jsonify(answer), 201
+
+
+@bp.get("/participants/<int:participant_id>")
+def get_participant(participant_id: int) -> Response:
+    participant = visible_participant(participant_id)
+    answer: Body = {
+        "participant_id": participant.id,
+        "study": participant_study_code(participant),
+        "site": participant.site_code,
+        "screening_number": participant.screening_number,
+        "status": participant.status.value,
+        "randomization_number": participant.randomization_number,
+        "randomized_at": iso(participant.randomized_at),
+        "test": participant.is_test,
+    }
+    if current().role in KIT_CODE_ROLES:
+        kits = enrollment.kits_of(db.session(), participant)
+        answer["kits"] = [{"visit": visit, "kit_code": code} for visit, code in kits]
+    return jsonify(answer)
+
+
+def participant_study_code(participant: Participant) -> str:
+    return db.session.get_one(Study, participant.study_id).code
+
+
+@bp.post("/participants/<int:participant_id>/randomize")
+@idempotent()
+def randomize(participant_id: int) -> tuple[Body, int]:
+    require(Role.INVESTIGATOR)
+    password = signature_password(read_json_object())
+    participant = visible_participant(participant_id)
+    done = enrollment.randomize(db.session(), participant, signer=current(), password=password)
+    return {
+        "participant_id": done.participant_id,
+        "randomization_number": done.randomization_number,
+        "kit_code": done.kit_code,
+        "randomized_at": iso(done.randomized_at),
+    }, 201
+
+
+@bp.post("/participants/<int:participant_id>/dispense")
+@idempotent()
+def dispense(participant_id: int) -> tuple[Body, int]:
+    require(Role.INVESTIGATOR)
+    body = read_json_object()
+    visit = text_field(body, "visit")
+    override = text_field(body, "override_reason", required=False)
+    password = signature_password(body)
+    participant = visible_participant(participant_id)
+    done = enrollment.dispense(
+        db.session(), participant, visit=visit, signer=current(), password=password,
+        override_reason=override,
+    )  # fmt: skip
+    return {"visit": done.visit, "kit_code": done.kit_code}, 201
