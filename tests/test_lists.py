@@ -10,7 +10,7 @@ from randomizer import audit, sequence
 from randomizer.crypto import IntegrityFailure
 from randomizer.errors import Conflict, InvalidInput, NotFound
 from randomizer.models import AllocationList, AllocationSlot, AuditEvent, ListKind, Study
-from randomizer.services import lists
+from randomizer.services import list_summary, lists
 from randomizer.services.keyring import sealer_by_key_id, slot_object_id
 from randomizer.services.studies import definition_of
 
@@ -206,7 +206,7 @@ def test_extending_a_missing_list_is_not_found(session: Session, study: Study) -
 
 def test_summary_counts_slots_blocks_and_use(session: Session, study: Study) -> None:
     row = lists.generate_list(session, study, kind=ListKind.DUMMY, actor=STAT, seed=SEED)
-    summary = lists.summarize(session, study, ListKind.DUMMY)
+    summary = list_summary.summarize(session, study, ListKind.DUMMY)
     assert [s.stratum for s in summary.strata] == row.params["strata"]
     assert summary.slots == sum(row.params["slots"].values())
     assert summary.used == 0

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from randomizer.cli.common import run
-from randomizer.services.studies import load_study
+from randomizer.cli.common import read_stdin_lines, run
+from randomizer.services.studies import get_study, load_study
 
 
 @click.group("study")
@@ -31,6 +31,34 @@ def load_command(file: Path) -> None:
     if not changed:
         click.echo(f"unchanged: {study.code} is already loaded with this definition", err=True)
     click.echo(study.code)
+
+
+@study_group.command("go-live")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--statistician", required=True, help="Username of the signing statistician.")
+@click.option("--admin", required=True, help="Username of the signing administrator.")
+@with_appcontext
+def go_live_command(study_code: str, statistician: str, admin: str) -> None:
+    """The one-way switch from testing to live, signed by both (passwords on stdin, one per
+    line: the statistician's, then the admin's). Needs a live list."""
+    from randomizer.services.golive import go_live
+
+    stat_password, admin_password = read_stdin_lines(2)
+    result = run(
+        lambda s: go_live(
+            s,
+            get_study(s, study_code),
+            statistician=statistician,
+            statistician_password=stat_password,
+            admin=admin,
+            admin_password=admin_password,
+        )
+    )
+    click.echo(f"{study_code} is live: randomizations now draw from the live list "
+               f"({result.live_slots} slots, fingerprint {result.fingerprint})")  # fmt: skip
+    click.echo(f"test data archived: {result.participants_archived} participant(s), "
+               f"{result.kits_quarantined} kit(s) quarantined, "
+               f"{result.shipments_cancelled} shipment(s) cancelled")  # fmt: skip
 
 
 COMMANDS = [study_group]

@@ -1,0 +1,251 @@
+"""``randomizer list …``: generate, import, export, verify, extend and show allocation lists."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from flask.cli import with_appcontext
+
+from randomizer import audit
+from randomizer.cli.common import run, transaction
+from randomizer.models import ListKind
+from randomizer.services.list_files import export_list, import_list
+from randomizer.services.list_summary import summarize
+from randomizer.services.list_verify import verify_list
+from randomizer.services.lists import extend_stratum, generate_list, get_list, recorded_counts
+from randomizer.services.studies import definition_of, get_study
+
+
+def _operator() -> audit.Actor:
+    """The person at the console, as far as the operating system knows them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return audit.Actor(f"cli:{user}"[:64], audit.SYSTEM_ACTOR)
+
+
+dummy_option = click.option(
+    "--dummy", is_flag=True, help="The dummy (training) list instead of the live list."
+)
+
+
+def _kind(dummy: bool) -> ListKind:
+    return ListKind.DUMMY if dummy else ListKind.LIVE
+
+
+@contextmanager
+def _progress(label: str, length: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (stdout stays clean for scripts)."""
+    with click.progressbar(length=max(length, 1), label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _total(session: Any, study: Any, dummy: bool) -> int:
+    return sum(recorded_counts(get_list(session, study, _kind(dummy))).values())
+
+
+@click.group("list")
+def list_group() -> None:
+    """Allocation lists (statistician)."""
+
+
+@list_group.command("generate")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--per-stratum", type=click.IntRange(1, 1_000_000), help="Slots per stratum.")
+@dummy_option
+@click.option("--seed", metavar="HEX", help="64 hex digits (dummy lists only; tests, training).")
+@with_appcontext
+def generate_command(
+    study_code: str, per_stratum: int | None, dummy: bool, seed: str | None
+) -> None:
+    """Generate the live list (or with --dummy the dummy list) for every stratum."""
+    if seed is not None and not dummy:
+        raise click.UsageError(
+            "--seed may be given only with --dummy (a live list's seed "
+            "always comes from the operating system)."
+        )
+    seed_bytes = _parse_seed(seed) if seed is not None else None
+
+    def service(session: Any) -> tuple[Any, int]:
+        study = get_study(session, study_code)
+        definition = definition_of(study)
+        estimate = (per_stratum or definition.per_stratum) * len(definition.strata())
+        with _progress("Generating and sealing", estimate) as progress:
+            row = generate_list(
+                session,
+                study,
+                kind=_kind(dummy),
+                actor=_operator(),
+                per_stratum=per_stratum,
+                seed=seed_bytes,
+                progress=progress,
+            )
+        return row, len(definition.strata())
+
+    row, strata = run(service)
+    counts = row.params["slots"]
+    click.echo(
+        f"generated the {row.kind.value} list of {study_code}: {sum(counts.values())} "
+        f"slots in {strata} strata"
+    )
+    for stratum, n in counts.items():
+        click.echo(f"  {stratum}: {n}")
+    click.echo(f"fingerprint: {row.fingerprint}")
+    click.echo(f"seed reference: {row.seed_ref} ({row.algorithm_version})")
+
+
+def _parse_seed(text: str) -> bytes:
+    try:
+        seed = bytes.fromhex(text.strip())
+    except ValueError:
+        seed = b""
+    if len(seed) != 32:
+        raise click.BadParameter("must be 64 hexadecimal digits (256 bits)", param_hint="--seed")
+    return seed
+
+
+@list_group.command("import")
+@click.argument("study_code", metavar="STUDY")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@dummy_option
+@with_appcontext
+def import_command(study_code: str, file: Path, dummy: bool) -> None:
+    """Import a list made elsewhere (columns of `list export --unblinded`), after validating it."""
+    try:
+        handle = file.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise click.ClickException(f"{file}: cannot be read ({exc.strerror})") from None
+    with handle:
+        row = run(
+            lambda s: import_list(
+                s,
+                get_study(s, study_code),
+                kind=_kind(dummy),
+                source=handle,
+                actor=_operator(),
+                filename=file.name,
+            )
+        )
+    counts = row.params["slots"]
+    click.echo(
+        f"imported the {row.kind.value} list of {study_code}: {sum(counts.values())} "
+        f"slots in {len(counts)} strata"
+    )
+    click.echo(f"fingerprint: {row.fingerprint}")
+
+
+@list_group.command("export")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@dummy_option
+@click.option("--unblinded", is_flag=True, help="Add the arm column (audited).")
+@with_appcontext
+def export_command(study_code: str, out: Path, dummy: bool, unblinded: bool) -> None:
+    """Write the live (or dummy) list as CSV; --unblinded adds the arm and is audited."""
+    # Written beside the target and renamed only once the audit event is committed, so an
+    # unblinded file never exists without its audit record.
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise click.ClickException(f"{out}: cannot be written ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+
+            def service(session: Any) -> int:
+                study = get_study(session, study_code)
+                with _progress("Exporting", _total(session, study, dummy)) as progress:
+                    return export_list(
+                        session,
+                        study,
+                        kind=_kind(dummy),
+                        out=handle,
+                        unblinded=unblinded,
+                        actor=_operator(),
+                        progress=progress,
+                    )
+
+            count = run(service)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    what = "unblinded (arm column included; audited)" if unblinded else "blinded"
+    click.echo(f"wrote {count} slots of the {_kind(dummy).value} list to {out}, {what}")
+
+
+@list_group.command("verify")
+@click.argument("study_code", metavar="STUDY")
+@dummy_option
+@with_appcontext
+def verify_command(study_code: str, dummy: bool) -> None:
+    """Regenerate from the sealed seed and parameters and compare; exit 0 or 1."""
+    with transaction() as session:
+        study = get_study(session, study_code)
+        with _progress("Verifying", _total(session, study, dummy)) as progress:
+            report = verify_list(
+                session, study, kind=_kind(dummy), actor=_operator(), progress=progress
+            )
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        click.echo(f"FAILED: {report.differences} difference(s)", err=True)
+        sys.exit(1)
+    click.echo("ok: the stored list is exactly what was recorded")
+
+
+@list_group.command("extend")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--stratum", required=True, help="Stratum key, e.g. 'CUA|isn_class=IV'.")
+@click.option("--slots", required=True, type=click.IntRange(1), help="At least this many slots.")
+@dummy_option
+@with_appcontext
+def extend_command(study_code: str, stratum: str, slots: int, dummy: bool) -> None:
+    """Add whole blocks to one stratum, continuing its seeded sequence (audited)."""
+
+    def service(session: Any) -> int:
+        study = get_study(session, study_code)
+        with _progress("Extending", slots) as progress:
+            return extend_stratum(
+                session,
+                study,
+                kind=_kind(dummy),
+                stratum=stratum,
+                slots=slots,
+                actor=_operator(),
+                progress=progress,
+            )
+
+    added = run(service)
+    click.echo(f"added {added} slots to stratum {stratum} of the {_kind(dummy).value} list")
+
+
+@list_group.command("show")
+@click.argument("study_code", metavar="STUDY")
+@dummy_option
+@with_appcontext
+def show_command(study_code: str, dummy: bool) -> None:
+    """Summary: slots and use per stratum, block-size counts, fingerprint (never arms)."""
+    summary = run(lambda s: summarize(s, get_study(s, study_code), _kind(dummy)))
+    row = summary.row
+    click.echo(
+        f"{row.kind.value} list of {study_code} ({row.source}, {row.algorithm_version}), "
+        f"made by {row.created_by} at {row.created_at:%Y-%m-%d %H:%M} UTC"
+    )
+    click.echo(f"fingerprint: {row.fingerprint}")
+    if row.seed_ref:
+        click.echo(f"seed reference: {row.seed_ref}")
+    click.echo("stratum\tslots\tused\tavailable\tblocks by size")
+    for s in summary.strata:
+        blocks = ", ".join(f"{size}×{n}" for size, n in sorted(s.blocks.items()))
+        click.echo(f"{s.stratum}\t{s.slots}\t{s.used}\t{s.available}\t{blocks}")
+
+
+COMMANDS = [list_group]

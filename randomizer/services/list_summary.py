@@ -1,0 +1,76 @@
+"""List summaries for the statistician's page and ``list show``: never a seed or an arm."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row, distinct, func, select
+from sqlalchemy.orm import Session
+
+from randomizer.models import AllocationList, AllocationSlot, ListKind, SlotStatus, Study
+from randomizer.services.lists import get_list
+
+
+@dataclass
+class StratumSummary:
+    stratum: str
+    slots: int = 0
+    used: int = 0
+    #: Number of blocks of each size.
+    blocks: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def available(self) -> int:
+        return self.slots - self.used
+
+
+@dataclass
+class ListSummary:
+    """What the statistician's summary page and ``list show`` print: never a seed or an arm."""
+
+    row: AllocationList
+    strata: list[StratumSummary]
+
+    @property
+    def slots(self) -> int:
+        return sum(s.slots for s in self.strata)
+
+    @property
+    def used(self) -> int:
+        return sum(s.used for s in self.strata)
+
+    @property
+    def block_sizes(self) -> dict[int, int]:
+        total: dict[int, int] = {}
+        for s in self.strata:
+            for size, n in s.blocks.items():
+                total[size] = total.get(size, 0) + n
+        return dict(sorted(total.items()))
+
+
+def summarize(session: Session, study: Study, kind: ListKind) -> ListSummary:
+    """Slots, use and block-size counts per stratum of a list."""
+    row = get_list(session, study, kind)
+    strata = {s: StratumSummary(s) for s in row.params["strata"]}
+    where = AllocationSlot.list_id == row.id
+    counted: Sequence[Row[Any]] = session.execute(
+        select(AllocationSlot.stratum, AllocationSlot.status, func.count())
+        .where(where)
+        .group_by(AllocationSlot.stratum, AllocationSlot.status)
+    ).all()
+    for stratum, status, n in counted:
+        entry = strata.setdefault(stratum, StratumSummary(stratum))
+        entry.slots += n
+        if status is SlotStatus.USED:
+            entry.used += n
+    blocks: Sequence[Row[Any]] = session.execute(
+        select(AllocationSlot.stratum, AllocationSlot.block_size, func.count(distinct(
+            AllocationSlot.block)))
+        .where(where)
+        .group_by(AllocationSlot.stratum, AllocationSlot.block_size)
+    ).all()  # fmt: skip
+    for stratum, size, n in blocks:
+        strata[stratum].blocks[size] = n
+    return ListSummary(row, list(strata.values()))
