@@ -328,7 +328,7 @@ def _lines_for_codes(
                 "set that kit aside and check its label.",
                 field="codes",
             )
-        line, kit = row.tuple()
+        line, kit = row[0], row[1]
         if line.outcome != "pending":
             raise InvalidInput(f"Kit {code} was already checked in as {line.outcome}. "
                                "Nothing was recorded.", field="codes")  # fmt: skip
@@ -402,13 +402,13 @@ def finish_receipt(
         .order_by(Kit.code)
     ).all()
     now = utcnow()
-    for line, kit in (r.tuple() for r in rows):
+    for line, kit in ((r[0], r[1]) for r in rows):
         check_transition(kit, KitStatus.LOST, reason)
         kit.status = KitStatus.LOST
         line.outcome, line.checked_by, line.checked_at, line.remark = (
             "missing", actor.username, now, reason
         )  # fmt: skip
-    missing = [r.tuple()[1].code for r in rows]
+    missing = [r[1].code for r in rows]
     shipment.status = ShipmentStatus.RECEIVED
     shipment.received_by, shipment.received_at = actor.username, now
     session.flush()
