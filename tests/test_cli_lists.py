@@ -27,6 +27,7 @@ from randomizer.models import (
 from randomizer.services import lists
 from randomizer.services.kits import generate_kits
 from tests.conftest import PASSWORD, Runner
+from tests.engines import dispose_engines  # noqa: F401  (fixture)
 
 SEED_HEX = "ab" * 32
 HEADER = ["stratum", "block", "block_size", "sequence", "randomization_number", "status"]
@@ -591,3 +592,31 @@ def test_go_live_needs_both_passwords_on_stdin(
     )  # fmt: skip
     assert result.exit_code == 1
     assert "expected 2 line(s)" in result.output
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("dispose_engines")
+def test_demo_makes_a_dummy_list_and_kits_and_prints_no_arm(runner: Runner, app: Any) -> None:
+    from randomizer.db import db
+    from randomizer.services.studies import definition_of, get_study
+
+    result = runner.invoke("demo")
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        session = db.session()
+        study = get_study(session, "MSC-LN-2B")
+        fingerprint = lists.get_list(session, study, ListKind.DUMMY).fingerprint
+        sites = {site: n for site, n in session.execute(
+            sa.select(Kit.site_code, sa.func.count()).group_by(Kit.site_code))}  # fmt: skip
+        arms = [w for a in definition_of(study).arms for w in (a.code, a.name)]
+        session.rollback()
+    assert f"fingerprint {fingerprint}" in result.stdout
+    assert sites == {"CUA": 24, "HBLT": 24}
+    shown = result.output.replace("MSC-LN-2B", "")  # the study code starts like an arm code
+    assert not any(word in shown for word in arms)
+    again = runner.invoke("demo")  # idempotent: nothing new
+    assert again.exit_code == 0
+    assert f"fingerprint {fingerprint}" in again.stdout
+    assert "kits at CUA: 24" in again.stdout

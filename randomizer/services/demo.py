@@ -64,6 +64,42 @@ def demo_logins(session: Session) -> list[str]:
     ]
 
 
+#: Kits made at each demo site (received there, ready to allocate).
+DEMO_KITS_PER_SITE = 24
+
+
 def _extras(session: Session, study_code: str) -> list[str]:
-    """Dummy list and kits, from the list and kit services."""
-    return []
+    """A dummy list and kits at every site, from the list and kit services (idempotent).
+
+    The lines name counts and the fingerprint only, never an arm.
+    """
+    from sqlalchemy import func
+
+    from randomizer import audit
+    from randomizer.models import Kit, ListKind
+    from randomizer.services.kits import generate_kits
+    from randomizer.services.lists import find_list, generate_list
+    from randomizer.services.studies import definition_of, get_study
+
+    study = get_study(session, study_code)
+    row = find_list(session, study, ListKind.DUMMY)
+    if row is None:
+        row = generate_list(session, study, kind=ListKind.DUMMY, actor=audit.SYSTEM)
+    counts = row.params["slots"]
+    lines = [
+        f"dummy list: {sum(counts.values())} slots in {len(counts)} strata, "
+        f"fingerprint {row.fingerprint}"
+    ]
+    for site in definition_of(study).sites:
+        have = session.scalar(
+            select(func.count())
+            .select_from(Kit)
+            .where(Kit.study_id == study.id, Kit.site_code == site.code)
+        )
+        if not have:
+            generate_kits(
+                session, study, count=DEMO_KITS_PER_SITE, site=site.code, actor=audit.SYSTEM
+            )
+            have = DEMO_KITS_PER_SITE
+        lines.append(f"kits at {site.code}: {have}")
+    return lines
