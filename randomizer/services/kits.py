@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -110,16 +110,23 @@ def kit_arm(session: Session, study: Study, kit: Kit, sealer: RowSealer | None =
     return (sealer or kit_sealer(session, study, kit)).open("kit", kit.code, kit.arm_sealed)
 
 
+def kit_sealers(session: Session, study: Study) -> Callable[[Kit], RowSealer]:
+    """A lookup of the sealer for each kit, unwrapping each data key once per session."""
+    cache: dict[str, RowSealer] = session.info.setdefault("kit_sealers", {})
+
+    def sealer(kit: Kit) -> RowSealer:
+        key = f"{study.id}/{kit.data_key_id}"
+        if key not in cache:
+            cache[key] = kit_sealer(session, study, kit)
+        return cache[key]
+
+    return sealer
+
+
 def open_arms(session: Session, study: Study, kits: Iterable[Kit]) -> dict[int, str]:
     """Arm codes of these kits by kit id (internal use: callers audit any disclosure)."""
-    sealers: dict[str, RowSealer] = {}
-    out = {}
-    for kit in kits:
-        sealer = sealers.get(kit.data_key_id)
-        if sealer is None:
-            sealer = sealers[kit.data_key_id] = kit_sealer(session, study, kit)
-        out[kit.id] = kit_arm(session, study, kit, sealer)
-    return out
+    sealer = kit_sealers(session, study)
+    return {kit.id: kit_arm(session, study, kit, sealer(kit)) for kit in kits}
 
 
 def get_kit(session: Session, study: Study, code: str) -> Kit:

@@ -30,7 +30,8 @@ from randomizer.models import (
     Study,
     StudyMode,
 )
-from randomizer.services.kits import check_transition, open_arms
+from randomizer.services.keyring import RowSealer, sealer_by_key_id
+from randomizer.services.kits import check_transition
 from randomizer.services.studies import definition_of
 
 _SHUFFLE = random.SystemRandom()
@@ -129,9 +130,10 @@ def pick_depot_kits(
     those with the longest useful shelf life. Returns (kits, short) where ``short`` says the
     depot could not supply them all."""
     short_h, long_h = shelf_horizons(study, today)
+    # Plain rows, not ORM objects: a depot can hold tens of thousands of kits.
     pool = list(
-        session.scalars(
-            select(Kit).where(
+        session.execute(
+            select(Kit.id, Kit.code, Kit.data_key_id, Kit.arm_sealed, Kit.expiry).where(
                 Kit.study_id == study.id,
                 Kit.status == KitStatus.AT_DEPOT,
                 Kit.shipment_id.is_(None),
@@ -140,18 +142,25 @@ def pick_depot_kits(
             )
         )
     )
-    arms = open_arms(session, study, pool)
-    chosen: list[Kit] = []
-    short = False
-    for arm, count in wanted.items():
-        if count <= 0:
-            continue
-        of_arm = [k for k in pool if arms[k.id] == arm]
-        _SHUFFLE.shuffle(of_arm)
-        of_arm.sort(key=lambda k: k.expiry is not None and k.expiry < long_h)
-        chosen += of_arm[:count]
-        short = short or len(of_arm) < count
-    return sorted(chosen, key=lambda k: k.code), short
+    _SHUFFLE.shuffle(pool)
+    pool.sort(key=lambda row: row.expiry is not None and row.expiry < long_h)
+    # Open arms in that random order only until every arm has what it needs.
+    needed = {arm: n for arm, n in wanted.items() if n > 0}
+    sealers: dict[str, RowSealer] = {}
+    chosen: list[int] = []
+    for row in pool:
+        if not needed:
+            break
+        if row.data_key_id not in sealers:
+            sealers[row.data_key_id] = sealer_by_key_id(session, study, row.data_key_id)
+        arm = sealers[row.data_key_id].open("kit", row.code, row.arm_sealed)
+        if needed.get(arm, 0) > 0:
+            chosen.append(row.id)
+            needed[arm] -= 1
+            if not needed[arm]:
+                del needed[arm]
+    kits = session.scalars(select(Kit).where(Kit.id.in_(chosen)).order_by(Kit.code)).all()
+    return list(kits), bool(needed)
 
 
 def balanced_counts(study: Study, count: int) -> dict[str, int]:
