@@ -267,3 +267,20 @@ def test_shipments_seen_by_a_site_never_tell_which_participants_share_an_arm(
     for i in range(len(index)):
         for j in range(i + 1, len(index)):
             assert any(a(*index[i]) != a(*index[j]) for a in family.values()), (i, j)
+
+
+def test_the_simulation_would_see_a_trigger_on_one_arm_alone(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Power check: with only the per-arm trigger, four participants in a row on one arm
+    bring a shipment earlier than alternating arms do, and the simulation tells them apart."""
+    monkeypatch.setattr(
+        supply, "needs_resupply", lambda stock, *, trigger, resupply: min(stock.values()) <= trigger
+    )
+    sites = ["S1"] * 12
+    arms = ("ACTIVEX", "PLACEBOX")
+    seen = []
+    for n, assign in enumerate([lambda s, k: arms[k % 2], lambda s, k: arms[0]]):
+        study = make_study(session, **{'code = "TST"': f'code = "POW{n}"'})
+        seen.append(_simulate(session, study, sites, assign))
+    assert seen[0] != seen[1]
