@@ -1,0 +1,64 @@
+"""``GET /api/v1/studies/{study}/kits?site=CODE``: the kit list.
+
+Pharmacists get their own sites' kits with each kit's product (audited as a disclosure);
+another site answers 404 exactly as a site that does not exist. Admins get codes and
+statuses only. Every other role is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from randomizer.auth import current, current_actor
+from randomizer.db import db
+from randomizer.errors import NotFound
+from randomizer.models import Kit, Role, Study
+from randomizer.services import pharmacy
+from randomizer.services.kits import list_kits
+from randomizer.services.studies import get_study
+from randomizer.views.api import bp, require
+
+
+def _kit(code: str, status: str, site: str | None, lot: str | None, expiry: Any,
+         is_test: bool) -> dict[str, Any]:  # fmt: skip
+    return {
+        "kit_code": code,
+        "status": status,
+        "site": site,
+        "lot": lot,
+        "expiry": expiry.isoformat() if expiry else None,
+        "test": is_test,
+    }
+
+
+def _sites(study: Study, wanted: str | None, allowed: set[str]) -> list[str]:
+    if wanted is None:
+        return sorted(allowed)
+    if wanted not in allowed:
+        raise NotFound(f"No site {wanted!r} of yours in study {study.code}.", field="site")
+    return [wanted]
+
+
+@bp.get("/studies/<code>/kits")
+def study_kits(code: str) -> Response:
+    require(Role.PHARMACIST, Role.ADMIN)
+    session, user = db.session(), current()
+    study = get_study(session, code)
+    study_sites = {s.code for s in study.sites}
+    wanted = request.args.get("site")
+    if user.role is Role.PHARMACIST:
+        sites = _sites(study, wanted, study_sites & user.site_codes)
+        found = pharmacy.inventory(session, study, sites=sites, actor=current_actor(), view="api")
+        session.commit()
+        kits = [
+            {**_kit(k.code, k.status.value, k.site, k.lot, k.expiry, k.is_test),
+             "arm": {"code": k.product.code, "name": k.product.name}}
+            for k in found
+        ]  # fmt: skip
+    else:
+        sites = _sites(study, wanted, study_sites)
+        rows: list[Kit] = list_kits(session, study, sites=sites if wanted else None)
+        kits = [_kit(k.code, k.status.value, k.site_code, k.lot, k.expiry, k.is_test) for k in rows]
+    return jsonify({"study": study.code, "site": wanted, "count": len(kits), "kits": kits})
