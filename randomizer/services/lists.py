@@ -111,23 +111,30 @@ class SlotCipher:
             raise IntegrityFailure(f"data key {row.data_key_id} of study {study.code} is missing")
         self.study_code, self.key_id, self.list_id = study.code, key.id, row.id
         self._aead = AESGCM(open_key(session, key))
+        #: AES-GCM encryption under the list's data key: ``encrypt(nonce, data, aad)``.
+        self.encrypt = self._aead.encrypt
         dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         self._head = dumps([study.code, "slot"])[:-1] + ","
-        self._tail = "," + dumps(self.key_id) + "]"
+        #: What follows the sequence number in the associated data.
+        self.aad_tail = '",' + dumps(self.key_id) + "]"
         self._dumps = dumps
         self._prefixes: dict[str, str] = {}
 
-    def aad(self, stratum: str, seq: int) -> bytes:
+    def aad_prefix(self, stratum: str) -> str:
+        """The associated data of a slot of ``stratum`` up to its sequence number."""
         prefix = self._prefixes.get(stratum)
         if prefix is None:
             # JSON of the object id without its closing quote; the digits need no escaping.
             prefix = self._head + self._dumps(f"{self.list_id}/{stratum}/")[:-1]
             self._prefixes[stratum] = prefix
-        return f'{prefix}{seq}"{self._tail}'.encode()
+        return prefix
+
+    def aad(self, stratum: str, seq: int) -> bytes:
+        return f"{self.aad_prefix(stratum)}{seq}{self.aad_tail}".encode()
 
     def seal(self, stratum: str, seq: int, arm: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, arm, self.aad(stratum, seq))
+        return nonce + self.encrypt(nonce, arm, self.aad(stratum, seq))
 
     def open(self, stratum: str, seq: int, sealed: bytes) -> str:
         try:
@@ -275,28 +282,38 @@ def store_slots(
     are derived from the stratum's position and the slot's sequence. The fingerprint is of
     the slots given, in the order given.
     """
+    # The hot loop of a million-slot list: sealing is inlined (same associated data as
+    # SlotCipher.aad, same canonical line as sequence.canonical_line; tests hold both equal)
+    # and per-stratum values are looked up only when the stratum changes.
     cipher = SlotCipher(session, study, row)
+    encrypt, urandom, tail = cipher.encrypt, os.urandom, cipher.aad_tail
     prefixes = {s: _number_prefix(row.kind, i + 1) for i, s in enumerate(row.params["strata"])}
     arm_bytes = {a: a.encode("utf-8") for a, _ratio in row.params["arms"]}
+    list_id, study_id, available = row.id, study.id, SlotStatus.AVAILABLE.value
     digest = hashlib.sha256()
     counts: dict[str, int] = {}
     batch: list[tuple[Any, ...]] = []
-    lines: list[bytes] = []
-    available, seal, canonical = SlotStatus.AVAILABLE.value, cipher.seal, sequence.canonical_line
+    lines: list[str] = []
+    stratum = number_prefix = aad_prefix = ""
     for slot in slots:
-        stratum, seq = slot.stratum, slot.sequence
-        lines.append(canonical(slot))
+        seq = slot.sequence
+        if slot.stratum != stratum:
+            stratum = slot.stratum
+            number_prefix, aad_prefix = prefixes[stratum], cipher.aad_prefix(stratum)
         counts[stratum] = counts.get(stratum, 0) + 1
-        number = next(numbers) if numbers else f"{prefixes[stratum]}{seq:04d}"
-        batch.append((row.id, study.id, stratum, slot.block, slot.block_size, seq, number,
-                      seal(stratum, seq, arm_bytes[slot.arm]), available))  # fmt: skip
+        lines.append(f"{stratum}\t{slot.block}\t{slot.block_size}\t{seq}\t{slot.arm}\n")
+        nonce = urandom(NONCE_BYTES)
+        sealed = nonce + encrypt(nonce, arm_bytes[slot.arm], f"{aad_prefix}{seq}{tail}".encode())
+        number = next(numbers) if numbers else f"{number_prefix}{seq:04d}"
+        batch.append((list_id, study_id, stratum, slot.block, slot.block_size, seq, number,
+                      sealed, available))  # fmt: skip
         if len(batch) >= BATCH:
             _insert(session, batch, progress)
-            digest.update(b"".join(lines))
+            digest.update("".join(lines).encode("utf-8"))
             batch, lines = [], []
     if batch:
         _insert(session, batch, progress)
-        digest.update(b"".join(lines))
+        digest.update("".join(lines).encode("utf-8"))
     return counts, digest.hexdigest()
 
 
