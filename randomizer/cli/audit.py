@@ -1,15 +1,19 @@
-"""``randomizer audit …``"""
+"""``randomizer audit …`` (verify, anchor) and ``randomizer outbox send``."""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
 from randomizer import audit
 from randomizer.db import db
 from randomizer.instance import secrets_of
+from randomizer.services import notifications
 
 
 @click.group("audit")
@@ -18,16 +22,89 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--anchor",
+    "anchor_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also check the chain against an anchor exported earlier.",
+)
 @with_appcontext
-def verify_command() -> None:
+def verify_command(anchor_file: Path | None) -> None:
     """Check the whole chain: exit 0 with count and head, or 1 naming the first bad event."""
-    result = audit.verify(db.session(), secrets_of(db.session()).audit_key)
-    db.session.rollback()
-    if result.ok:
-        click.echo(f"ok: {result.events} events, head {result.head}")
+    session = db.session()
+    secrets = secrets_of(session)
+    try:
+        if anchor_file is None:
+            result = audit.verify(session, secrets.audit_key)
+        else:
+            document = _read_anchor(anchor_file)
+            public = secrets.anchor_key().public_key()
+            result = audit.check_anchor(session, secrets.audit_key, document, public)
+    except audit.AnchorError as exc:
+        click.echo(f"FAILED: {anchor_file}: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        session.rollback()
+    if not result.ok:
+        click.echo(f"FAILED: {result.message()}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {result.events} events, head {result.head}")
+    if anchor_file is not None:
+        click.echo(f"anchor {anchor_file} holds: event {document['events']} unchanged")
+
+
+@audit_group.command("anchor")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the anchor to this file (default: standard output).",
+)
+@with_appcontext
+def anchor_command(out: Path | None) -> None:
+    """Verify the chain and print (or write) a signed anchor of its head; keep it off-site."""
+    session = db.session()
+    secrets = secrets_of(session)
+    try:
+        document = audit.make_anchor(session, secrets.audit_key, secrets.anchor_key())
+    except audit.AnchorError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        session.rollback()
+    text = json.dumps(document, indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
         return
-    click.echo(f"FAILED: {result.message()}", err=True)
-    sys.exit(1)
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"anchor of {document['events']} events, head {document['head']} written to {out}")
 
 
-COMMANDS = [audit_group]
+def _read_anchor(path: Path) -> dict[str, object]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise audit.AnchorError(f"not a readable JSON anchor ({exc})") from None
+    if not isinstance(document, dict):
+        raise audit.AnchorError("not an audit anchor (expected a JSON object)")
+    return document
+
+
+@click.group("outbox")
+def outbox_group() -> None:
+    """Notifications waiting to be e-mailed."""
+
+
+@outbox_group.command("send")
+@click.option("--retry-failed", is_flag=True, help="Also retry messages that failed too often.")
+@with_appcontext
+def send_command(retry_failed: bool) -> None:
+    """E-mail the waiting notifications (run it from cron to retry failed deliveries)."""
+    done = notifications.deliver_pending(
+        db.session(), current_app.config, retry_failed=retry_failed
+    )
+    click.echo(f"sent {done.sent}, failed {done.failed}, waiting (no MAIL_SERVER) {done.waiting}")
+    if done.failed:
+        sys.exit(1)
+
+
+# ``outbox`` lives here because the command modules are registered by name in cli/__init__.
+COMMANDS = [audit_group, outbox_group]

@@ -65,7 +65,7 @@ def make_envelopes(
             (AllocationSlot.stratum == site) | AllocationSlot.stratum.startswith(f"{site}|")
         )
     slots = session.scalars(
-        query.order_by(AllocationSlot.stratum, AllocationSlot.sequence).limit(MAX_ENVELOPES + 1)
+        query.order_by(AllocationSlot.randomization_number).limit(MAX_ENVELOPES + 1)
     ).all()
     if len(slots) > MAX_ENVELOPES:
         raise InvalidInput(

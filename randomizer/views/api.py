@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, g, jsonify, request
 from werkzeug.wrappers import Response
 
-from randomizer import audit
 from randomizer.auth import current
 from randomizer.db import db
 from randomizer.errors import AuthenticationFailed, NotPermitted
-from randomizer.instance import secrets_of
 from randomizer.models import Role
 from randomizer.services.users import user_for_token
 from randomizer.views.openapi import document
@@ -44,13 +40,3 @@ def require(*roles: Role) -> None:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(document())
-
-
-@bp.get("/audit/verify")
-def audit_verify() -> Response:
-    require(Role.ADMIN, Role.STATISTICIAN)
-    result = audit.verify(db.session(), secrets_of(db.session()).audit_key)
-    body: dict[str, Any] = {"ok": result.ok, "events": result.events, "head": result.head}
-    if not result.ok:
-        body.update(first_bad_event=result.bad_seq, problem=result.problem)
-    return jsonify(body)

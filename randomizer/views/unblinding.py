@@ -24,6 +24,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 from wtforms import PasswordField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length
 
 from randomizer.auth import current, roles_required
@@ -134,8 +135,6 @@ def outbox() -> str:
 @bp.post("/admin/outbox/send")
 @roles_required(Role.ADMIN)
 def send_outbox() -> Response:
-    if not FlaskForm().validate_on_submit():
-        return redirect(url_for("unblinding.outbox"))
     done = notifications.deliver_pending(db.session(), current_app.config, retry_failed=True)
     flash(
         _("Sent: %(sent)d. Failed: %(failed)d. Waiting (no mail server): %(waiting)d.",
@@ -174,8 +173,8 @@ def _deliver(app: Flask) -> None:
 
 def _unblind_form(study: Study) -> UnblindForm:
     form = UnblindForm()
-    form.reason_category.choices = [("", _("Choose…"))] + [
-        (code, str(REASON_LABELS.get(code, code)))
+    form.reason_category.choices = [SelectChoice("", _("Choose…"))] + [
+        SelectChoice(code, REASON_LABELS.get(code, code))
         for code in definition_of(study).unblinding_reasons
     ]
     return form
