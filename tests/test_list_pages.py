@@ -272,3 +272,19 @@ def test_go_live_page_without_a_live_list_says_so(
     response = client.post("/lists/TST/go-live", data=_go_live_form())
     assert response.status_code == 409
     assert b"has no live list" in response.data
+
+
+def test_unblinded_export_of_a_tampered_list_is_refused_cleanly(
+    client: FlaskClient, session: Session, dummy: AllocationList
+) -> None:
+    from randomizer.models import AllocationSlot
+
+    a, b = session.scalars(sa.select(AllocationSlot).order_by(AllocationSlot.id).limit(2))
+    a.arm_sealed, b.arm_sealed = b.arm_sealed, a.arm_sealed
+    session.commit()
+    login(client, "stat1")
+    response = client.post("/lists/TST/dummy/export", data={"password": PASSWORD})
+    assert response.status_code == 409
+    assert b"failed its integrity check" in response.data
+    assert response.mimetype == "text/html"
+    assert _events(session, "list.export_unblinded") == []

@@ -20,7 +20,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from randomizer.auth import current, current_actor, roles_required
 from randomizer.crypto import IntegrityFailure
 from randomizer.db import db
-from randomizer.errors import RandomizerError
+from randomizer.errors import Conflict, RandomizerError
 from randomizer.models import ListKind, Role, Study
 from randomizer.services.golive import go_live
 from randomizer.services.list_files import export_list, import_list
@@ -258,9 +258,13 @@ def export(code: str, kind: str) -> Any:
         )
         text.flush()
         text.detach()
-    except RandomizerError as err:
+    except (RandomizerError, IntegrityFailure) as err:
         spool.close()
-        return _refused(form, err, "password", "lists/export.html", **ctx)
+        refusal = err if isinstance(err, RandomizerError) else Conflict(str(err))
+        return _refused(form, refusal, "password", "lists/export.html", **ctx)
+    except BaseException:
+        spool.close()
+        raise
     # The audit event is committed before a single byte of the file leaves the server.
     db.session.commit()
     spool.seek(0)
