@@ -21,8 +21,9 @@ from randomizer.services.studies import get_study
 from randomizer.views.api import bp, require
 
 
-def _kit(code: str, status: str, site: str | None, lot: str | None, expiry: Any,
-         is_test: bool) -> dict[str, Any]:  # fmt: skip
+def _kit(
+    code: str, status: str, site: str | None, lot: str | None, expiry: Any, is_test: bool
+) -> dict[str, Any]:
     return {
         "kit_code": code,
         "status": status,
@@ -53,10 +54,12 @@ def study_kits(code: str) -> Response:
         found = pharmacy.inventory(session, study, sites=sites, actor=current_actor(), view="api")
         session.commit()
         kits = [
-            {**_kit(k.code, k.status.value, k.site, k.lot, k.expiry, k.is_test),
-             "arm": {"code": k.product.code, "name": k.product.name}}
+            {
+                **_kit(k.code, k.status.value, k.site, k.lot, k.expiry, k.is_test),
+                "arm": {"code": k.product.code, "name": k.product.name},
+            }
             for k in found
-        ]  # fmt: skip
+        ]
     else:
         sites = _sites(study, wanted, study_sites)
         rows: list[Kit] = list_kits(session, study, sites=sites if wanted else None)
