@@ -21,10 +21,9 @@ from randomizer.services import enrollment
 from randomizer.services.studies import get_study
 from randomizer.views.api import bp, require
 from randomizer.views.idempotency import idempotent
+from randomizer.views.participants import KIT_CODE_ROLES, visible_participant
 
 Body = dict[str, Any]
-#: Roles that may see kit codes (assessors never do).
-KIT_CODE_ROLES = frozenset({Role.INVESTIGATOR, Role.PHARMACIST, Role.ADMIN, Role.STATISTICIAN})
 
 
 class MalformedBody(RandomizerError):
@@ -99,14 +98,6 @@ def _json_type(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
-
-
-def visible_participant(participant_id: int) -> Participant:
-    """The participant if the current user's sites include it; 404 otherwise (same answer)."""
-    participant = enrollment.get_participant(db.session(), participant_id)
-    if not can_see_site(current(), participant.site_code):
-        raise enrollment.participant_not_found(participant_id)
-    return participant
 
 
 def iso(moment: dt.datetime | None) -> str | None:

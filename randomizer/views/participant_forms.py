@@ -1,0 +1,199 @@
+"""Forms of the participant pages. Shape checks only; the services judge eligibility.
+
+The screening form is built per study from its definition: one select per stratification
+factor and one field per eligibility item (yes/no radios for booleans, a number input with
+its range and unit for numbers). Every action form carries a one-time ``submission`` token
+so that a second click on the same form has no second effect.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import (
+    Field,
+    FloatField,
+    HiddenField,
+    PasswordField,
+    RadioField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+
+from randomizer.services.enrollment import MAX_REASON, MAX_SCREENING_NUMBER
+from randomizer.studydef import CriterionDef, StudyDefinition
+
+YES, NO = "yes", "no"
+FACTOR_PREFIX = "factor-"
+CRITERION_PREFIX = "criterion-"
+
+
+def new_submission() -> str:
+    """A fresh one-time token for a form."""
+    return uuid.uuid4().hex
+
+
+class SignedForm(FlaskForm):
+    """Base of the action forms: a one-time submission token."""
+
+    submission = HiddenField(validators=[DataRequired(), Length(max=64)])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.submission.data:
+            self.submission.data = new_submission()
+
+
+class RandomizeForm(SignedForm):
+    password = PasswordField(
+        _l("Your password (electronic signature)"),
+        validators=[DataRequired(message=_l("Enter your password to sign.")), Length(max=256)],
+    )
+
+
+class DispenseForm(SignedForm):
+    visit = SelectField(_l("Visit"), validators=[InputRequired()])
+    override_reason = TextAreaField(
+        _l("Reason for dispensing outside the visit window"),
+        validators=[Optional(), Length(max=MAX_REASON)],
+    )
+    password = PasswordField(
+        _l("Your password (electronic signature)"),
+        validators=[DataRequired(message=_l("Enter your password to sign.")), Length(max=256)],
+    )
+
+
+class StatusForm(SignedForm):
+    reason = TextAreaField(
+        _l("Reason"),
+        validators=[DataRequired(message=_l("Give the reason.")), Length(max=MAX_REASON)],
+    )
+
+
+class ScreeningBase(SignedForm):
+    site = SelectField(_l("Site"), validators=[InputRequired(message=_l("Choose the site."))])
+    screening_number = StringField(
+        _l("Screening number"),
+        validators=[
+            DataRequired(message=_l("Enter the screening number.")),
+            Length(max=MAX_SCREENING_NUMBER),
+        ],
+    )
+
+    def factor_fields(self) -> list[Field]:
+        return [f for f in self if f.name.startswith(FACTOR_PREFIX)]
+
+    def criterion_fields(self) -> list[Field]:
+        return [f for f in self if f.name.startswith(CRITERION_PREFIX)]
+
+    def factors(self) -> dict[str, str]:
+        return {f.name.removeprefix(FACTOR_PREFIX): f.data for f in self.factor_fields()}
+
+    def answers(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for f in self.criterion_fields():
+            value = f.data
+            if isinstance(f, RadioField):
+                value = value == YES
+            elif isinstance(value, float) and value.is_integer():
+                value = int(value)
+            out[f.name.removeprefix(CRITERION_PREFIX)] = value
+        return out
+
+    def field_for(self, path: str | None) -> Field | None:
+        """The form field of a service error's field path (``factors.grade`` and so on)."""
+        if not path:
+            return None
+        head, _sep, code = path.partition(".")
+        name = {"factors": FACTOR_PREFIX + code, "eligibility": CRITERION_PREFIX + code}.get(
+            head, path
+        )
+        return self._fields.get(name)
+
+
+class CorrectionMixin:
+    reason = TextAreaField(
+        _l("Reason for the correction"),
+        validators=[DataRequired(message=_l("Give the reason.")), Length(max=MAX_REASON)],
+    )
+
+
+def screening_form(
+    definition: StudyDefinition,
+    sites: list[tuple[str, str]],
+    *,
+    correction: bool = False,
+    data: dict[str, Any] | None = None,
+) -> ScreeningBase:
+    """The screening (or correction) form of this study, for these (code, label) sites."""
+    bases = (ScreeningBase, CorrectionMixin) if correction else (ScreeningBase,)
+    form_class: type[ScreeningBase] = type("ScreeningForm", bases, {})
+    for factor in definition.factors:
+        choices = [SelectChoice("", _("— choose —")), *(SelectChoice(lv) for lv in factor.levels)]
+        setattr(form_class, FACTOR_PREFIX + factor.code, SelectField(
+            factor.name, choices=choices,
+            validators=[DataRequired(message=_("Choose the %(name)s.", name=factor.name))],
+        ))  # fmt: skip
+    for criterion in definition.eligibility:
+        setattr(form_class, CRITERION_PREFIX + criterion.code, _criterion_field(criterion))
+    form = form_class(data=data)
+    site_choices = [SelectChoice(code, label) for code, label in sites]
+    if len(sites) > 1:
+        site_choices.insert(0, SelectChoice("", _("— choose —")))
+    form.site.choices = site_choices
+    return form
+
+
+def _criterion_field(criterion: CriterionDef) -> Field:
+    kind = _("Inclusion") if criterion.kind == "inclusion" else _("Exclusion")
+    label = f"{criterion.text} ({kind})"
+    if criterion.type == "boolean":
+        return RadioField(
+            label, choices=[SelectChoice(YES, _("Yes")), SelectChoice(NO, _("No"))],
+            validators=[InputRequired(message=_("Answer yes or no."))],
+        )  # fmt: skip
+    return FloatField(
+        label,
+        validators=[InputRequired(message=_("Enter a number.")), _finite],
+        render_kw={"inputmode": "decimal", "step": "any"},
+        description=number_hint(criterion),
+    )
+
+
+def _finite(form: FlaskForm, field: Field) -> None:
+    if field.data is not None and not math.isfinite(field.data):
+        raise ValidationError(_("Enter a number."))
+
+
+def number_hint(criterion: CriterionDef) -> str:
+    """The range (and unit) the inclusion or exclusion counts, in words."""
+    unit = f" {criterion.unit}" if criterion.unit else ""
+
+    def show(value: float | None) -> str:
+        return "" if value is None else f"{value:g}"
+
+    low, high = show(criterion.min), show(criterion.max)
+    if low and high:
+        return str(_("Range %(low)s to %(high)s%(unit)s", low=low, high=high, unit=unit))
+    if low:
+        return str(_("At least %(low)s%(unit)s", low=low, unit=unit))
+    return str(_("At most %(high)s%(unit)s", high=high, unit=unit))
+
+
+def screening_data(
+    site: str, number: str, factors: dict[str, str], answers: dict[str, Any]
+) -> dict[str, Any]:
+    """Form data that pre-fills the correction form from a participant's screening."""
+    data: dict[str, Any] = {"site": site, "screening_number": number}
+    data.update({FACTOR_PREFIX + code: level for code, level in factors.items()})
+    for code, value in answers.items():
+        data[CRITERION_PREFIX + code] = (YES if value else NO) if isinstance(value, bool) else value
+    return data
