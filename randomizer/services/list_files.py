@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -278,14 +279,15 @@ def export_list(
     writer.writerow(UNBLINDED_COLUMNS if unblinded else COLUMNS)
     count = 0
     for stratum in row.params["strata"]:
-        for block, size, seq, number, status, sealed in stored_slots(session, row, stratum):
-            cells = [stratum, block, size, seq, number, SlotStatus(status).value]
-            if cipher is not None:
-                cells.append(cipher.open(stratum, seq, sealed))
-            writer.writerow(cells)
-            count += 1
-            if progress and count % FETCH == 0:
-                progress(FETCH)
+        with closing(stored_slots(session, row, stratum)) as stored:
+            for block, size, seq, number, status, sealed in stored:
+                cells = [stratum, block, size, seq, number, SlotStatus(status).value]
+                if cipher is not None:
+                    cells.append(cipher.open(stratum, seq, sealed))
+                writer.writerow(cells)
+                count += 1
+                if progress and count % FETCH == 0:
+                    progress(FETCH)
     if progress and count % FETCH:
         progress(count % FETCH)
     audit.record(
@@ -299,7 +301,7 @@ def export_list(
 
 def stored_slots(
     session: Session, row: AllocationList, stratum: str
-) -> Iterator[tuple[int, int, int, str, Any, bytes]]:
+) -> Generator[tuple[int, int, int, str, Any, bytes], None, None]:
     """(block, block_size, sequence, number, status, sealed arm) of a stratum, by sequence,
     fetched in rounds (a server-side cursor on PostgreSQL) so memory stays flat."""
     result = session.execute(
@@ -311,5 +313,6 @@ def stored_slots(
         .order_by(AllocationSlot.sequence),
         execution_options={"yield_per": FETCH},
     )  # fmt: skip
-    for r in result:
-        yield r[0], r[1], r[2], r[3], r[4], r[5]
+    with result:  # closes the server-side cursor when the reader stops early, too
+        for r in result:
+            yield r[0], r[1], r[2], r[3], r[4], r[5]

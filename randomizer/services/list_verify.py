@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,8 +129,9 @@ def _compare_stored(
             if seed is not None
             else None
         )
-        stored = _stratum(row, index, stratum, cipher, stored_slots(session, row, stratum),
-                          expected, digest, report, progress)  # fmt: skip
+        with closing(stored_slots(session, row, stratum)) as rows:
+            stored = _stratum(row, index, stratum, cipher, rows, expected, digest, report,
+                              progress)  # fmt: skip
         report.slots += stored
         if stored != want:
             report.note(f"stratum {stratum!r}: {stored} slots stored, {want} recorded")
