@@ -317,3 +317,32 @@ def test_visit_window_is_day_plus_minus_window(session, trial, inv):
         start + dt.timedelta(days=168),
         start + dt.timedelta(days=196),
     )
+
+
+@pytest.mark.parametrize(("lost", "outcome"), [(False, "damaged"), (True, "lost")])
+def test_damaged_or_lost_kit_is_replaced_by_one_of_the_same_arm(session, trial, inv, lost, outcome):
+    p = register(session, trial, inv, "A")
+    done = randomize(session, p, inv)
+    new_code = enrollment.replace_kit(
+        session, p, kit_code=done.kit_code, reason="Vial cracked", lost=lost, actor=actor_of(inv)
+    )
+    session.commit()
+    old = session.scalars(select(Kit).where(Kit.code == done.kit_code)).one()
+    new = session.scalars(select(Kit).where(Kit.code == new_code)).one()
+    assert old.status.value == outcome
+    assert kit_arm(session, trial, old) == kit_arm(session, trial, new)
+    assert enrollment.kits_of(session, p) == [("baseline", new_code)]
+    assert actions(session, "kit.replace")[0].reason == "Vial cracked"
+
+
+def test_replacement_needs_a_reason_and_a_kit_of_the_participant(session, trial, inv):
+    p = register(session, trial, inv, "A")
+    done = randomize(session, p, inv)
+    with pytest.raises(InvalidInput) as err:
+        enrollment.replace_kit(session, p, kit_code=done.kit_code, reason="", lost=False,
+                               actor=actor_of(inv))  # fmt: skip
+    assert err.value.field == "reason"
+    with pytest.raises(InvalidInput) as err:
+        enrollment.replace_kit(session, p, kit_code="AAAA-AAAA", reason="x", lost=False,
+                               actor=actor_of(inv))  # fmt: skip
+    assert err.value.field == "kit_code"

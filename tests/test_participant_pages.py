@@ -267,3 +267,18 @@ def test_correction_page_saves_with_reason(inv_client, session, users):
     session.expire_all()
     assert session.get(Participant, p.id).failed_criteria == ["age"]
     assert actions(session, "participant.correct")[0].reason == "Age misread"
+
+
+def test_replace_kit_page_replaces_with_reason(inv_client, session, users):
+    p = register(session, _study(session), users["investigator"], "A")
+    _randomize(inv_client, p.id)
+    page = inv_client.get(f"/participants/{p.id}/replace-kit").get_data(as_text=True)
+    old = re.search(r'<option [^>]*value="([0-9A-Z-]+)"', page).group(1)
+    data = {"kit_code": old, "what": "damaged", "submission": submission(page)}
+    refused = inv_client.post(f"/participants/{p.id}/replace-kit", data=data)
+    assert refused.status_code == 422
+    done = inv_client.post(f"/participants/{p.id}/replace-kit", data={**data, "reason": "Cracked"})
+    assert done.status_code == 302
+    html = inv_client.get(done.location).get_data(as_text=True)
+    assert f"Kit {old} was replaced by kit" in html
+    assert not any(arm in html for arm in ARMS)

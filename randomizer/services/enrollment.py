@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from randomizer import audit
+from randomizer import audit, kitcodes
 from randomizer.db import utcnow
 from randomizer.errors import (
     AlreadyRandomized,
@@ -529,6 +529,46 @@ def _arm_of(session: Session, study: Study, participant: Participant) -> str:
     allocation_list = session.get_one(AllocationList, slot.list_id)
     sealer = sealer_by_key_id(session, study, allocation_list.data_key_id)
     return lists.slot_arm(session, study, slot, sealer)
+
+
+def replace_kit(
+    session: Session,
+    participant: Participant,
+    *,
+    kit_code: object,
+    reason: object,
+    lost: bool,
+    actor: audit.Actor,
+) -> str:
+    """Replace a participant's damaged or lost kit by another of the same arm; the new code.
+
+    Runs under the allocation lock like every other allocation. The reason is required and
+    audited with both codes (never the arm).
+    """
+    why = _reason(reason)
+    code = kitcodes.canonical(kit_code) if isinstance(kit_code, str) else ""
+    study = lock_allocations(session, participant.study_id)
+    participant = _lock_participant(session, participant.id)
+    if participant.status is not P.RANDOMIZED:
+        raise Conflict(
+            "Only kits of randomized participants are replaced here.", field="participant"
+        )
+    held = session.scalar(
+        select(Dispensation)
+        .join(Kit, Kit.id == Dispensation.kit_id)
+        .where(
+            Dispensation.participant_id == participant.id,
+            Dispensation.status.in_(kit_service.ACTIVE_DISPENSATION),
+            Kit.code == code,
+        )
+    )
+    if held is None:
+        raise InvalidInput(f"kit_code: this participant holds no kit {code!r}.", field="kit_code")
+    new = kit_service.replace_kit(
+        session, study, dispensation=held, reason=why, actor=actor, lost=lost,
+        sites=frozenset({participant.site_code}),
+    )  # fmt: skip
+    return new.code
 
 
 # --- after randomization ---------------------------------------------------------------

@@ -78,6 +78,19 @@ class StatusForm(SignedForm):
     )
 
 
+class ReplaceKitForm(SignedForm):
+    kit_code = SelectField(_l("Kit to replace"), validators=[InputRequired()])
+    what = RadioField(
+        _l("What happened to the kit"),
+        choices=[SelectChoice("damaged", _l("Damaged")), SelectChoice("lost", _l("Lost"))],
+        validators=[InputRequired(message=_l("Choose damaged or lost."))],
+    )
+    reason = TextAreaField(
+        _l("Reason"),
+        validators=[DataRequired(message=_l("Give the reason.")), Length(max=MAX_REASON)],
+    )
+
+
 class ScreeningBase(SignedForm):
     site = SelectField(_l("Site"), validators=[InputRequired(message=_l("Choose the site."))])
     screening_number = StringField(

@@ -27,6 +27,7 @@ from randomizer.views import navigation
 from randomizer.views.participant_forms import (
     DispenseForm,
     RandomizeForm,
+    ReplaceKitForm,
     ScreeningBase,
     StatusForm,
     screening_data,
@@ -386,6 +387,36 @@ def _dispense(participant_id: int, form: DispenseForm) -> Next:
     message = _("Kit %(code)s is allocated for visit %(visit)s.", code=got.kit_code,
                 visit=got.visit)  # fmt: skip
     return Next(url_for("participants.show", participant_id=participant_id), message)
+
+
+@bp.route("/participants/<int:participant_id>/replace-kit", methods=["GET", "POST"])
+@roles_required(Role.INVESTIGATOR)
+def replace_kit(participant_id: int) -> str | Response | tuple[str, int]:
+    participant = visible_participant(participant_id)
+    kits = enrollment.kits_of(db.session(), participant)
+    form = ReplaceKitForm()
+    form.kit_code.choices = [SelectChoice(code, f"{code} ({visit})") for visit, code in kits]
+    page = {"participant": participant, "form": form}
+    if participant.status is not P.RANDOMIZED or not kits:
+        flash(_("Only kits of randomized participants are replaced here."), "error")
+        return redirect(url_for("participants.show", participant_id=participant_id))
+    if not form.validate_on_submit():
+        status = 422 if form.is_submitted() else 200
+        return render_template("participants/replace_kit.html", **page), status
+
+    def perform() -> Next:
+        new = enrollment.replace_kit(
+            db.session(), visible_participant(participant_id), kit_code=form.kit_code.data,
+            reason=form.reason.data, lost=form.what.data == "lost", actor=current_actor(),
+        )  # fmt: skip
+        message = _("Kit %(old)s was replaced by kit %(new)s.", old=form.kit_code.data, new=new)
+        return Next(url_for("participants.show", participant_id=participant_id), message)
+
+    try:
+        return once("replace-kit", participant_id, perform)
+    except RandomizerError as err:
+        _show_error(form, err)
+        return render_template("participants/replace_kit.html", **page), err.status
 
 
 @bp.route("/participants/<int:participant_id>/<any(withdraw, 'randomized-in-error'):change>",
