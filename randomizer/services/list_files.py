@@ -24,6 +24,7 @@ from randomizer.services.lists import (
     Progress,
     SlotCipher,
     arm_ratios,
+    check_new_list,
     get_list,
     new_list_row,
     refuse_twin,
@@ -70,6 +71,7 @@ def import_list(
     progress: Progress | None = None,
 ) -> AllocationList:
     """Validate a CSV list and store it sealed; nothing is stored if any row is wrong."""
+    check_new_list(session, study, kind)  # before reading a possibly long file
     definition = definition_of(study)
     strata, arms = definition.strata(), arm_ratios(study)
     rows, problems = _read_rows(source, set(strata))

@@ -165,6 +165,17 @@ def _check_changeable(study: Study, kind: ListKind, action: str) -> None:
         )
 
 
+def check_new_list(session: Session, study: Study, kind: ListKind) -> None:
+    """Refuse a list of this kind when the study already has one or is live."""
+    _check_changeable(study, kind, "replaced")
+    if find_list(session, study, kind) is not None:
+        raise Conflict(
+            f"Study {study.code} already has a {kind.value} list; it can be extended with "
+            "more blocks but not made again.",
+            field="list",
+        )
+
+
 def new_list_row(
     session: Session,
     study: Study,
@@ -176,13 +187,7 @@ def new_list_row(
     algorithm: str,
 ) -> AllocationList:
     """Insert the list row (after refusing a second list of the kind) under its data key."""
-    _check_changeable(study, kind, "replaced")
-    if find_list(session, study, kind) is not None:
-        raise Conflict(
-            f"Study {study.code} already has a {kind.value} list; it can be extended with "
-            "more blocks but not made again.",
-            field="list",
-        )
+    check_new_list(session, study, kind)
     key = data_key(session, study, key_purpose(kind))
     row = AllocationList(
         study_id=study.id, kind=kind, data_key_id=key.id, source=source,
