@@ -82,7 +82,10 @@ def verify_totp(session: Session, user: User, code: object, *, now: float | None
         return False
     # Lock the row (PostgreSQL) so that two requests cannot both spend the same code.
     session.refresh(user, with_for_update=True)
-    secret, last_step = _load_totp(session, user)
+    try:
+        secret, last_step = _load_totp(session, user)
+    except IntegrityFailure:
+        return False  # altered or moved to another account: no code can match
     current = int(time.time() if now is None else now) // TOTP_STEP
     totp = _totp(secret)
     for step in range(current - TOTP_DRIFT_STEPS, current + TOTP_DRIFT_STEPS + 1):
