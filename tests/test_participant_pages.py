@@ -8,8 +8,9 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from randomizer.models import AllocationSlot, Participant, ParticipantStatus, SlotStatus
-from tests.conftest import PASSWORD, login
+from randomizer.db import db
+from randomizer.models import AllocationSlot, Participant, ParticipantStatus, Role, SlotStatus
+from tests.conftest import PASSWORD, csrf_token, login, make_study, make_user
 from tests.enrollment_support import ELIGIBLE, actions, prepare_supply, register, snapshot
 
 ARMS = ("ACTIVEX", "PLACEBOX", "Active product X", "Placebo product X")
@@ -282,3 +283,26 @@ def test_replace_kit_page_replaces_with_reason(inv_client, session, users):
     html = inv_client.get(done.location).get_data(as_text=True)
     assert f"Kit {old} was replaced by kit" in html
     assert not any(arm in html for arm in ARMS)
+
+
+@pytest.mark.parametrize("app_config", [{"WTF_CSRF_ENABLED": True}])
+def test_randomize_form_is_csrf_protected(app, client, app_config):
+    # No `session` fixture here: its app context would be shared by every request (and
+    # with it Flask-WTF's per-context token cache), which real requests never do.
+    with app.app_context():
+        study = make_study(db.session)
+        inv = make_user(db.session, "inv1", Role.INVESTIGATOR, ("S1",))
+        prepare_supply(db.session, study)
+        pid = register(db.session, study, inv, "A").id
+        db.session.remove()
+    login_page = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"username": "inv1", "password": PASSWORD,
+                                "csrf_token": csrf_token(login_page)})  # fmt: skip
+    page = client.get(f"/participants/{pid}/randomize").get_data(as_text=True)
+    data = {"password": PASSWORD, "submission": submission(page)}
+    assert client.post(f"/participants/{pid}/randomize", data=data).status_code == 400
+    data["csrf_token"] = csrf_token(page)
+    assert client.post(f"/participants/{pid}/randomize", data=data).status_code == 302
+    with app.app_context():
+        assert len(actions(db.session, "participant.randomize")) == 1
+        db.session.remove()
