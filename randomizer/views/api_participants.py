@@ -115,6 +115,9 @@ def register_participant(study_code: str) -> tuple[Response, int]:
     site = text_field(body, "site") or ""
     number = text_field(body, "screening_number") or ""
     factors, answers = object_field(body, "factors"), object_field(body, "eligibility")
+    if site not in {s.code for s in study.sites}:
+        known = ", ".join(s.code for s in study.sites)
+        raise InvalidInput(f"site: {site!r} is not a site of this study ({known}).", field="site")
     if not can_see_site(current(), site):
         raise NotPermitted("site: you may register participants only at your own sites.",
                            field="site")  # fmt: skip
