@@ -1,0 +1,315 @@
+"""Pharmacist pages (own sites only) and the admin kit pages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from randomizer import audit, kitcodes
+from randomizer.models import (
+    AuditEvent,
+    Dispensation,
+    Kit,
+    KitStatus,
+    Participant,
+    Shipment,
+    ShipmentStatus,
+    Study,
+    User,
+)
+from randomizer.services import enrollment, shipments
+from randomizer.services.kits import generate_kits, kit_arm
+from tests.conftest import PASSWORD, login, make_study, make_user
+from tests.enrollment_support import prepare_supply, register
+
+SYSTEM = audit.SYSTEM
+ARM_TEXTS = ("ACTIVEX", "PLACEBOX", "Active product X", "Placebo product X")
+NAMES = {"ACTIVEX": "Active product X", "PLACEBOX": "Placebo product X"}
+
+
+def _views(session: Session) -> list[AuditEvent]:
+    session.expire_all()
+    return list(
+        session.scalars(select(AuditEvent).where(AuditEvent.action == "pharmacy.view_products"))
+    )
+
+
+def _randomized(session: Session, study: Study, user: User, number: str, site: str) -> Participant:
+    participant = register(session, study, user, number, site=site)
+    enrollment.randomize(session, participant, signer=user, password=PASSWORD)
+    session.commit()
+    return participant
+
+
+@pytest.fixture
+def trial(session: Session, study: Study, users: dict[str, User]) -> dict[str, Any]:
+    prepare_supply(session, study, per_stratum=8, kits=8)
+    generate_kits(session, study, count=40, actor=SYSTEM)
+    p1 = _randomized(session, study, users["investigator"], "P-1", "S1")
+    p2 = _randomized(session, study, users["investigator2"], "P-2", "S2")
+    out = {}
+    for site in ("S1", "S2"):
+        shipment = shipments.propose_manual(session, study, site=site, count=4, actor=SYSTEM)
+        shipments.dispatch(session, study, shipment=shipment, actor=SYSTEM)
+        out[site] = shipment.id
+    session.commit()
+    return {"p1": p1, "p2": p2, "shipments": out}
+
+
+@pytest.fixture
+def pharm(client: FlaskClient, trial: dict[str, Any]) -> FlaskClient:
+    assert login(client, "pharm1").status_code == 302
+    return client
+
+
+def _dispensation(session: Session, participant: Participant) -> Dispensation:
+    session.expire_all()
+    return session.scalars(
+        select(Dispensation).where(
+            Dispensation.participant_id == participant.id, Dispensation.status != "replaced"
+        )
+    ).one()
+
+
+def test_inventory_shows_products_of_own_sites_and_is_audited(
+    pharm: FlaskClient, session: Session, study: Study
+) -> None:
+    html = pharm.get("/pharmacy/TST/inventory").get_data(as_text=True)
+    s1_kits = session.scalars(select(Kit).where(Kit.site_code == "S1")).all()
+    assert all(k.code in html for k in s1_kits)
+    assert "Active product X" in html and "Placebo product X" in html
+    assert not any(
+        k.code in html for k in session.scalars(select(Kit).where(Kit.site_code == "S2"))
+    )
+    (event,) = _views(session)
+    assert (event.actor, event.object_id) == ("pharm1", "S1")
+    assert f'"count":{len(s1_kits)}' in (event.new_values or "")
+    assert '"view":"inventory"' in (event.new_values or "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/pharmacy/TST/inventory?site=S2",
+        "/pharmacy/TST/inventory?site=S9",
+        "/pharmacy/NOPE/inventory",
+    ],
+)
+def test_inventory_of_another_site_is_404_and_discloses_nothing(
+    pharm: FlaskClient, session: Session, url: str
+) -> None:
+    response = pharm.get(url)
+    assert response.status_code == 404
+    assert not any(t in response.get_data(as_text=True) for t in ARM_TEXTS)
+    assert _views(session) == []
+
+
+def test_another_sites_shipment_and_dispensation_are_404(
+    pharm: FlaskClient, session: Session, trial: dict[str, Any]
+) -> None:
+    s2 = trial["shipments"]["S2"]
+    assert pharm.get(f"/pharmacy/TST/shipments/{s2}").status_code == 404
+    assert pharm.post(f"/pharmacy/TST/shipments/{s2}/finish", data={}).status_code == 404
+    other = _dispensation(session, trial["p2"])
+    response = pharm.post(f"/pharmacy/TST/queue/{other.id}", data={})
+    assert response.status_code == 404
+    assert _dispensation(session, trial["p2"]).status == "allocated"
+
+
+def test_a_pharmacist_of_no_site_in_the_study_gets_404(
+    client: FlaskClient, session: Session, trial: dict[str, Any]
+) -> None:
+    other = {
+        'code = "TST"': 'code = "OTH"',
+        'code = "S1"': 'code = "S9"',
+        'code = "S2"': 'code = "S8"',
+    }
+    make_study(session, **other)
+    make_user(session, "pharm9", "pharmacist", ("S9",))
+    login(client, "pharm9")
+    assert client.get("/pharmacy/TST/inventory").status_code == 404
+    assert client.get("/pharmacy/TST/queue").status_code == 404
+
+
+def test_preparation_queue_names_the_product_to_prepare_and_is_audited(
+    pharm: FlaskClient, session: Session, study: Study, trial: dict[str, Any]
+) -> None:
+    html = pharm.get("/pharmacy/TST/queue").get_data(as_text=True)
+    p1 = trial["p1"]
+    dispensation = _dispensation(session, p1)
+    kit = session.get_one(Kit, dispensation.kit_id)
+    row = re.search(rf"<tr>.*?{re.escape(kit.code)}.*?</tr>", html, re.S)
+    assert row is not None
+    assert p1.randomization_number in row.group(0) and "baseline" in row.group(0)
+    assert NAMES[kit_arm(session, study, kit)] in row.group(0)
+    assert trial["p2"].randomization_number not in html
+    (event,) = _views(session)
+    assert '"view":"queue"' in (event.new_values or "") and '"count":1' in (event.new_values or "")
+
+
+def test_confirm_dispensing_checks_the_scanned_kit(
+    pharm: FlaskClient, session: Session, trial: dict[str, Any]
+) -> None:
+    dispensation = _dispensation(session, trial["p1"])
+    kit = session.get_one(Kit, dispensation.kit_id)
+    other = session.scalars(
+        select(Kit).where(Kit.site_code == "S1", Kit.status == KitStatus.AVAILABLE)
+    ).first()
+    assert other is not None
+    prefix = f"d{dispensation.id}-"
+    wrong = pharm.post(
+        f"/pharmacy/TST/queue/{dispensation.id}", data={f"{prefix}kit_code": other.code}
+    )
+    assert wrong.status_code == 422 and "is not the kit allocated here" in wrong.get_data(
+        as_text=True
+    )
+    assert _dispensation(session, trial["p1"]).status == "allocated"
+    right = pharm.post(
+        f"/pharmacy/TST/queue/{dispensation.id}", data={f"{prefix}kit_code": kit.code.lower()}
+    )
+    assert right.status_code == 302
+    assert _dispensation(session, trial["p1"]).status == "dispensed"
+    assert session.get_one(Kit, kit.id).status is KitStatus.DISPENSED
+
+
+def _kit_states(session: Session) -> list[tuple[str, str]]:
+    session.expire_all()
+    return sorted((k.code, k.status.value) for k in session.scalars(select(Kit)))
+
+
+def test_receipt_page_refuses_a_mistyped_code_and_changes_nothing(
+    pharm: FlaskClient, session: Session, trial: dict[str, Any]
+) -> None:
+    shipment_id = trial["shipments"]["S1"]
+    shipment = session.get_one(Shipment, shipment_id)
+    codes = [line.kit_code for line in shipments.shipment_lines(session, shipment)]
+    raw = kitcodes.normalise(codes[1])
+    typo = raw[:4] + raw[5] + raw[4] + raw[6:]
+    if typo == raw:
+        typo = raw[:7] + next(c for c in kitcodes.ALPHABET if c != raw[7])
+    before, events = _kit_states(session), session.scalar(select(func.count(AuditEvent.seq)))
+    url = f"/pharmacy/TST/shipments/{shipment_id}/receive"
+    response = pharm.post(url, data={"codes": f"{codes[0]}\n{typo}", "outcome": "received"})
+    assert response.status_code == 422
+    assert "check character" in response.get_data(as_text=True)
+    assert _kit_states(session) == before
+    assert session.scalar(select(func.count(AuditEvent.seq))) == events
+    good = pharm.post(url, data={"codes": f"{codes[0]}\n{codes[1]}", "outcome": "received"})
+    assert good.status_code == 302
+    finish = pharm.post(
+        f"/pharmacy/TST/shipments/{shipment_id}/finish", data={"missing_remark": "Two vials absent"}
+    )
+    assert finish.status_code == 302
+    session.expire_all()
+    assert session.get_one(Shipment, shipment_id).status is ShipmentStatus.RECEIVED
+    page = pharm.get(f"/pharmacy/TST/shipments/{shipment_id}").get_data(as_text=True)
+    assert page.count("Two vials absent") == 2 and not any(t in page for t in ARM_TEXTS)
+
+
+def test_reporting_damage_of_a_free_kit_marks_it_damaged(
+    pharm: FlaskClient, session: Session
+) -> None:
+    kit = session.scalars(
+        select(Kit).where(Kit.site_code == "S1", Kit.status == KitStatus.AVAILABLE)
+    ).first()
+    assert kit is not None
+    assert (
+        pharm.post(
+            "/pharmacy/TST/damage", data={"code": kit.code, "kind": "damaged", "reason": ""}
+        ).status_code
+        == 422
+    )
+    response = pharm.post(
+        "/pharmacy/TST/damage", data={"code": kit.code, "kind": "damaged", "reason": "Dropped"}
+    )
+    assert response.status_code == 302
+    session.expire_all()
+    assert session.get_one(Kit, kit.id).status is KitStatus.DAMAGED
+
+
+def test_reporting_damage_of_an_allocated_kit_replaces_it_with_the_same_product(
+    pharm: FlaskClient, session: Session, study: Study, trial: dict[str, Any]
+) -> None:
+    old = _dispensation(session, trial["p1"])
+    old_kit = session.get_one(Kit, old.kit_id)
+    response = pharm.post(
+        "/pharmacy/TST/damage",
+        data={"code": old_kit.code, "kind": "lost", "reason": "Not in fridge"},
+    )
+    assert response.status_code == 302
+    new = _dispensation(session, trial["p1"])
+    new_kit = session.get_one(Kit, new.kit_id)
+    assert new.replaces_id == old.id and new_kit.id != old_kit.id
+    assert session.get_one(Kit, old_kit.id).status is KitStatus.LOST
+    assert kit_arm(session, study, new_kit) == kit_arm(session, study, old_kit)
+
+
+def test_reporting_another_sites_kit_is_refused(pharm: FlaskClient, session: Session) -> None:
+    kit = session.scalars(select(Kit).where(Kit.site_code == "S2")).first()
+    assert kit is not None
+    response = pharm.post(
+        "/pharmacy/TST/damage", data={"code": kit.code, "kind": "damaged", "reason": "x"}
+    )
+    assert response.status_code == 404
+    session.expire_all()
+    assert session.get_one(Kit, kit.id).status is not KitStatus.DAMAGED
+
+
+# --- admin kit pages --------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin(client: FlaskClient, trial: dict[str, Any]) -> FlaskClient:
+    assert login(client, "admin1").status_code == 302
+    return client
+
+
+def test_admin_kit_pages_show_codes_statuses_and_totals_never_arms(
+    admin: FlaskClient, session: Session
+) -> None:
+    for url in ["/kits/", "/kits/TST", "/kits/TST?site=S1&status=available", "/kits/TST?page=9"]:
+        response = admin.get(url)
+        assert response.status_code == 200, url
+        assert not any(t in response.get_data(as_text=True) for t in ARM_TEXTS), url
+    html = admin.get("/kits/TST?site=S1").get_data(as_text=True)
+    assert all(k.code in html for k in session.scalars(select(Kit).where(Kit.site_code == "S1")))
+
+
+def test_admin_generates_kits_from_the_page(admin: FlaskClient, session: Session) -> None:
+    before = session.scalar(select(func.count(Kit.id)))
+    response = admin.post(
+        "/kits/TST/generate",
+        data={"count": "6", "site": "", "lot": "LOT-9", "expiry": "2031-01-31"},
+    )
+    assert response.status_code == 302
+    assert session.scalar(select(func.count(Kit.id))) == before + 6
+    assert admin.post("/kits/TST/generate", data={"count": "0"}).status_code == 422
+
+
+def test_admin_status_change_refuses_impossible_moves_with_a_message(
+    admin: FlaskClient, session: Session
+) -> None:
+    kit = session.scalars(select(Kit).where(Kit.status == KitStatus.AT_DEPOT)).first()
+    assert kit is not None
+    refused = admin.post("/kits/TST/status", data={"code": kit.code, "status": "dispensed"})
+    assert refused.status_code == 409 and "cannot become" in refused.get_data(as_text=True)
+    done = admin.post(
+        "/kits/TST/status", data={"code": kit.code, "status": "quarantined", "reason": "Heat"}
+    )
+    assert done.status_code == 302
+    session.expire_all()
+    assert session.get_one(Kit, kit.id).status is KitStatus.QUARANTINED
+
+
+@pytest.mark.parametrize("username", ["inv1", "assess1", "stat1", "pharm1"])
+def test_only_admins_reach_the_kit_pages(
+    client: FlaskClient, trial: dict[str, Any], username: str
+) -> None:
+    login(client, username)
+    assert client.get("/kits/TST").status_code == 403
+    assert client.post("/kits/TST/generate", data={"count": "2"}).status_code == 403
