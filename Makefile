@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTANCE ?= instance
 export RANDOMIZER_INSTANCE_PATH ?= $(abspath $(INSTANCE))
 
-.PHONY: run test lint typecheck translations bench clean
+.PHONY: run test lint typecheck translations translations-update bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(VENV)/.installed $@
 
+## translations: compile the catalogues (.po -> .mo; the .mo files are not in git)
 translations: $(VENV)/.installed
-	$(BIN)/pybabel compile --use-fuzzy -d randomizer/translations -f -q || true
+	$(BIN)/pybabel compile -d randomizer/translations
+
+## translations-update: re-extract every marked string and merge it into the catalogues
+translations-update: $(VENV)/.installed
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --project randomizer \
+		--copyright-holder randomizer --msgid-bugs-address "" \
+		-o randomizer/translations/messages.pot .
+	$(BIN)/pybabel update -i randomizer/translations/messages.pot -d randomizer/translations
 
 ## run: install, create the demo instance when empty, serve on http://127.0.0.1:5000
 run: $(VENV)/.installed translations

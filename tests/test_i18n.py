@@ -1,0 +1,184 @@
+"""Every page in Spanish and English; the Spanish catalogue covers the foundation's strings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_file
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from flask.testing import FlaskClient
+
+from tests.conftest import PASSWORD, login
+
+PACKAGE = Path(__file__).parents[1] / "randomizer"
+CATALOGUE = PACKAGE / "translations" / "es" / "LC_MESSAGES" / "messages.po"
+TEMPLATE = PACKAGE / "translations" / "messages.pot"
+KEYWORDS = {**DEFAULT_KEYWORDS, "_l": None, "lazy_gettext": None}
+
+#: The foundation's user-facing files: sign-in, errors, the layout and the start page.
+FOUNDATION_TEMPLATES = ["base.html", "login.html", "login_totp.html", "home.html", "error.html"]
+FOUNDATION_MODULES = [
+    "auth.py",
+    "errors.py",
+    "forms.py",
+    "views/auth_views.py",
+    "views/main.py",
+    "views/navigation.py",
+]
+
+
+@pytest.fixture(scope="session")
+def compiled_catalogues(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Spanish catalogue compiled from the .po in git (no `make translations` needed)."""
+    root = tmp_path_factory.mktemp("translations")
+    target = root / "es" / "LC_MESSAGES"
+    target.mkdir(parents=True)
+    with CATALOGUE.open("rb") as po, (target / "messages.mo").open("wb") as mo:
+        write_mo(mo, read_po(po, locale="es"))
+    return root
+
+
+@pytest.fixture
+def app_config(compiled_catalogues: Path) -> dict[str, Any]:
+    return {"BABEL_TRANSLATION_DIRECTORIES": str(compiled_catalogues)}
+
+
+def _foundation_messages() -> set[str]:
+    found: set[str] = set()
+    sources = [(PACKAGE / "templates" / name, "jinja2") for name in FOUNDATION_TEMPLATES]
+    sources += [(PACKAGE / name, "python") for name in FOUNDATION_MODULES]
+    for path, method in sources:
+        options = {"extensions": "jinja2.ext.do"} if method == "jinja2" else {}
+        for _line, message, _comments, _context in extract_from_file(
+            method, str(path), keywords=KEYWORDS, options=options
+        ):
+            found.add(message if isinstance(message, str) else message[0])
+    return found
+
+
+def _catalogue() -> Any:
+    with CATALOGUE.open("rb") as fh:
+        return read_po(fh, locale="es")
+
+
+# --- the catalogue ---------------------------------------------------------------------
+
+
+def test_the_foundation_has_strings_to_translate():
+    messages = _foundation_messages()
+    assert {"Sign in", "Username", "Password", "What you can do"} <= messages
+    assert len(messages) > 40
+
+
+def test_every_foundation_string_is_in_the_template_and_translated():
+    catalogue = _catalogue()
+    with TEMPLATE.open("rb") as fh:
+        template = {m.id for m in read_po(fh) if m.id}
+    untranslated = []
+    for msgid in sorted(_foundation_messages()):
+        assert msgid in template, f"run `make translations-update`: {msgid!r} is not extracted"
+        entry = catalogue.get(msgid)
+        if entry is None or not entry.string or entry.fuzzy:
+            untranslated.append(msgid)
+    assert untranslated == []
+
+
+def test_translations_keep_every_placeholder():
+    placeholder = re.compile(r"%\(\w+\)[sd]")
+    for entry in _catalogue():
+        if not entry.id or not entry.string:
+            continue
+        ids = entry.id if isinstance(entry.id, tuple) else (entry.id,)
+        strings = entry.string if isinstance(entry.string, tuple) else (entry.string,)
+        wanted = sorted(placeholder.findall(ids[-1]))
+        for text in strings:
+            assert sorted(placeholder.findall(text)) == wanted, entry.id
+    assert not list(_catalogue().check())
+
+
+# --- pages -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept", "lang", "words"),
+    [
+        ("es-CL,es;q=0.9", "es", ["Iniciar sesión", "Usuario", "Contraseña"]),
+        ("en-GB,en;q=0.8", "en", ["Sign in", "Username", "Password"]),
+        (None, "es", ["Iniciar sesión", "Usuario"]),  # the sites work in Spanish
+        ("fr-FR", "es", ["Iniciar sesión"]),
+    ],
+    ids=["spanish", "english", "no-preference", "unsupported"],
+)
+def test_the_login_page_follows_the_browser_language(
+    client: FlaskClient, accept: str | None, lang: str, words: list[str]
+):
+    headers = {"Accept-Language": accept} if accept else {}
+    html = client.get("/login", headers=headers).get_data(as_text=True)
+    assert f'<html lang="{lang}">' in html
+    for word in words:
+        assert word in html
+
+
+def test_the_language_links_override_the_browser(client: FlaskClient):
+    english = {"Accept-Language": "en"}
+    assert client.get("/lang/es", headers={**english, "Referer": "http://localhost/login"})
+    html = client.get("/login", headers=english).get_data(as_text=True)
+    assert '<html lang="es">' in html and "Iniciar sesión" in html
+    client.get("/lang/en")
+    html = client.get("/login", headers={"Accept-Language": "es"}).get_data(as_text=True)
+    assert '<html lang="en">' in html and "Sign in" in html
+
+
+def test_the_language_link_returns_only_to_this_site(client: FlaskClient):
+    response = client.get("/lang/en", headers={"Referer": "https://evil.example/"})
+    assert response.headers["Location"] == "/"
+    back = client.get("/lang/en", headers={"Referer": "http://localhost/login"})
+    assert back.headers["Location"] == "http://localhost/login"
+
+
+def test_an_unknown_language_is_ignored(client: FlaskClient):
+    client.get("/lang/xx")
+    assert "Iniciar sesión" in client.get("/login").get_data(as_text=True)
+
+
+@pytest.mark.usefixtures("users")
+def test_the_refusal_is_translated(client: FlaskClient):
+    response = client.post(
+        "/login",
+        data={"username": "inv1", "password": "wrong-password"},
+        headers={"Accept-Language": "es"},
+    )
+    assert "Usuario desconocido o contraseña incorrecta." in response.get_data(as_text=True)
+
+
+@pytest.mark.usefixtures("users")
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("es", ["Bienvenido/a", "Investigador/a", "Lo que puede hacer", "Cerrar sesión"]),
+        ("en", ["Welcome", "Investigator", "What you can do", "Sign out"]),
+    ],
+)
+def test_the_home_page_is_in_both_languages(client: FlaskClient, lang: str, words: list[str]):
+    login(client, "inv1", PASSWORD)
+    client.get(f"/lang/{lang}")
+    html = client.get("/").get_data(as_text=True)
+    for word in words:
+        assert word in html
+
+
+def test_the_language_choice_survives_sign_in(client: FlaskClient, users: Any):
+    client.get("/lang/en")
+    login(client, "inv1", PASSWORD)
+    html = client.get("/", headers={"Accept-Language": "es"}).get_data(as_text=True)
+    assert "Welcome" in html
+
+
+def test_error_pages_are_translated(client: FlaskClient):
+    html = client.get("/nowhere", headers={"Accept-Language": "es"}).get_data(as_text=True)
+    assert "Página no encontrada" in html
+    assert "Volver a la página de inicio" in html
