@@ -1,0 +1,85 @@
+"""The whole service once in a real browser: every demo login through the form, and back out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from randomizer.services.demo import DEMO_USERS
+from tests import browser as support
+from tests.browser import DemoServer
+
+# The shared fixtures: a demo instance served by `randomizer run`, and Debian's Chromium.
+browser = support.browser
+demo_server = support.demo_server
+
+FULL_NAMES = {username: full for username, _role, _sites, full, _password in DEMO_USERS}
+ROLE_LABELS_ES = {
+    "admin": "Administrador/a",
+    "statistician": "Estadístico/a no cegado/a",
+    "pharmacist": "Químico/a farmacéutico/a no cegado/a",
+    "investigator": "Investigador/a",
+    "assessor": "Evaluador/a de resultados",
+}
+
+
+def _new_page(browser: Any, locale: str = "es-CL") -> tuple[Any, Any, list[str]]:
+    context = browser.new_context(locale=locale)
+    page = context.new_page()
+    problems: list[str] = []
+    # A blocked style sheet or a script error shows up here (the CSP allows only 'self').
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    return context, page, problems
+
+
+def test_the_demo_prints_one_login_per_role(demo_server: DemoServer):
+    assert sorted(login.role for login in demo_server.logins) == sorted(ROLE_LABELS_ES)
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_LABELS_ES))
+def test_each_demo_login_signs_in_through_the_form_and_out_again(
+    browser: Any, demo_server: DemoServer, role: str
+):
+    login = next(x for x in demo_server.logins if x.role == role)
+    context, page, problems = _new_page(browser)
+    try:
+        page.goto(f"{demo_server.url}/")
+        assert page.url == f"{demo_server.url}/login?next=%2F"
+        assert page.locator("h1").inner_text() == "Iniciar sesión"
+        page.fill("input[name=username]", login.username)
+        page.fill("input[name=password]", login.password)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{demo_server.url}/")
+        home = page.locator(f"[data-role={role}]")
+        assert home.is_visible()
+        assert FULL_NAMES[login.username] in page.locator("h1").inner_text()
+        assert ROLE_LABELS_ES[role] in page.locator(".who").inner_text()
+        assert page.locator(".actions li").count() >= 1, "the home page lists nothing to do"
+        assert page.evaluate("getComputedStyle(document.body).margin") == "0px", "no style sheet"
+        page.click("text=Cerrar sesión")
+        page.wait_for_url(f"{demo_server.url}/login")
+        assert "Cerró su sesión." in page.locator(".flash").inner_text()
+        page.goto(f"{demo_server.url}/")
+        assert "/login" in page.url, "still signed in after signing out"
+        assert problems == []
+    finally:
+        context.close()
+
+
+def test_a_wrong_password_is_refused_in_the_browser(browser: Any, demo_server: DemoServer):
+    context, page, problems = _new_page(browser, locale="en-GB")
+    try:
+        page.goto(f"{demo_server.url}/login")
+        page.fill("input[name=username]", "inv")
+        page.fill("input[name=password]", "not-the-password")
+        page.click("button[type=submit]")
+        assert "Unknown username or wrong password." in page.locator(".error").inner_text()
+        assert page.url == f"{demo_server.url}/login"
+        page.click("text=ES")
+        assert page.locator("h1").inner_text() == "Iniciar sesión"
+        refusal = "the server responded with a status of 401"
+        assert [p for p in problems if refusal not in p] == []
+    finally:
+        context.close()
