@@ -15,10 +15,8 @@ from sqlalchemy.orm import Session
 from randomizer import audit, kitcodes
 from randomizer.errors import Conflict, InvalidInput, NotFound
 from randomizer.models import AuditEvent, Kit, KitStatus, Study
+from randomizer.services.kit_lifecycle import REASON_REQUIRED, TRANSITIONS, change_status
 from randomizer.services.kits import (
-    REASON_REQUIRED,
-    TRANSITIONS,
-    change_status,
     export_rows,
     generate_kits,
     get_kit,
@@ -244,3 +242,33 @@ def test_cli_export_to_an_unwritable_place_fails_and_records_nothing(
     assert result.exit_code != 0 and "cannot be written" in result.output
     session.expire_all()
     assert _events(session, "kits.export_unblinded") == []
+
+
+def test_expired_kits_are_marked_and_audited(session: Session, study: Study) -> None:
+    from randomizer.services.kit_lifecycle import expire_kits
+
+    old = generate_kits(session, study, count=3, actor=ADMIN, site="S1",
+                        expiry=dt.date(2026, 1, 31))  # fmt: skip
+    fresh = generate_kits(session, study, count=2, actor=ADMIN, expiry=dt.date(2026, 2, 1))
+    codes = expire_kits(session, study, today=dt.date(2026, 2, 1), actor=ADMIN)
+    assert sorted(codes) == sorted(k.code for k in old)
+    assert {k.status for k in old} == {KitStatus.EXPIRED}
+    assert {k.status for k in fresh} == {KitStatus.AT_DEPOT}
+    assert len(_events(session, "kit.status")) == 3
+
+
+def test_cli_resupply_proposes_shipments_for_empty_sites(
+    runner: Runner, session: Session, study: Study
+) -> None:
+    runner.invoke("kits", "generate", "TST", "--count", "40")
+    result = runner.invoke("kits", "resupply", "TST")
+    assert result.exit_code == 0, result.output
+    assert "proposed for site S1" in result.output and "proposed for site S2" in result.output
+    again = runner.invoke("kits", "resupply", "TST")
+    assert "no site needs a shipment" in again.output
+
+
+def test_cli_expire_reports_the_kits(runner: Runner, study: Study) -> None:
+    runner.invoke("kits", "generate", "TST", "--count", "2", "--expiry", "2020-01-01")
+    result = runner.invoke("kits", "expire", "TST")
+    assert result.exit_code == 0 and "2 kit(s) marked expired" in result.output

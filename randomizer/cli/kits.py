@@ -1,4 +1,5 @@
-"""``randomizer kits …``: generate kits, export the kit list (unblinded for the labeller)."""
+"""``randomizer kits …``: generate kits, export the kit list (unblinded for the labeller),
+mark expired kits, run the resupply rule (both suit a daily scheduled job)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from flask.cli import with_appcontext
 
 from randomizer import audit
 from randomizer.cli.common import run, transaction
+from randomizer.db import utcnow
+from randomizer.services.kit_lifecycle import expire_kits
 from randomizer.services.kits import EXPORT_COLUMNS, export_rows, generate_kits
 from randomizer.services.studies import get_study
+from randomizer.services.supply import check_all
 
 
 def _operator() -> audit.Actor:
@@ -77,6 +81,29 @@ def export_command(study: str, out: Path, unblinded: bool) -> None:
             raise click.ClickException(f"{out}: cannot be written ({exc.strerror})") from None
     kind = "unblinded (audited)" if unblinded else "blinded"
     click.echo(f"wrote {len(rows)} kits to {out}, {kind}")
+
+
+@kits_group.command("expire")
+@click.argument("study")
+@with_appcontext
+def expire_command(study: str) -> None:
+    """Mark kits past their expiry date as expired (each move audited)."""
+    codes = run(
+        lambda s: expire_kits(s, get_study(s, study), today=utcnow().date(), actor=_operator())
+    )
+    click.echo(f"{len(codes)} kit(s) marked expired" + (f": {', '.join(codes)}" if codes else ""))
+
+
+@kits_group.command("resupply")
+@click.argument("study")
+@with_appcontext
+def resupply_command(study: str) -> None:
+    """Run the blinded resupply rule for every site; print the shipments proposed."""
+    proposed = run(lambda s: check_all(s, get_study(s, study), actor=_operator()))
+    for shipment in proposed:
+        click.echo(f"shipment {shipment.id} proposed for site {shipment.site_code}")
+    if not proposed:
+        click.echo("no site needs a shipment")
 
 
 COMMANDS = [kits_group]

@@ -14,6 +14,7 @@ from randomizer.db import utcnow
 from randomizer.errors import Conflict, InvalidInput, NotFound, SupplyUnavailable
 from randomizer.models import Dispensation, Kit, KitStatus, Participant, Study, StudyMode
 from randomizer.services.keyring import RowSealer, sealer_by_key_id, sealer_for
+from randomizer.services.kit_lifecycle import S, change_status, check_transition
 from randomizer.services.studies import definition_of
 from randomizer.studydef import StudyDefinition
 
@@ -145,73 +146,7 @@ def get_kit(session: Session, study: Study, code: str) -> Kit:
     return kit
 
 
-# --- lifecycle -------------------------------------------------------------------------
-
-S = KitStatus
-#: Every status a kit may move to from each status; anything else is refused.
-TRANSITIONS: dict[KitStatus, frozenset[KitStatus]] = {
-    S.AT_DEPOT: frozenset({S.IN_TRANSIT, S.AVAILABLE, S.DAMAGED, S.LOST, S.EXPIRED,
-                           S.QUARANTINED, S.DESTROYED}),
-    S.IN_TRANSIT: frozenset({S.AVAILABLE, S.AT_DEPOT, S.DAMAGED, S.LOST, S.QUARANTINED}),
-    S.AVAILABLE: frozenset({S.ALLOCATED, S.DAMAGED, S.LOST, S.EXPIRED, S.QUARANTINED,
-                            S.RETURNED}),
-    S.ALLOCATED: frozenset({S.DISPENSED, S.DAMAGED, S.LOST}),
-    S.DISPENSED: frozenset({S.RETURNED}),
-    S.DAMAGED: frozenset({S.RETURNED, S.DESTROYED}),
-    S.LOST: frozenset({S.QUARANTINED}),
-    S.EXPIRED: frozenset({S.RETURNED, S.DESTROYED}),
-    S.QUARANTINED: frozenset({S.AVAILABLE, S.AT_DEPOT, S.DAMAGED, S.EXPIRED, S.RETURNED,
-                              S.DESTROYED}),
-    S.RETURNED: frozenset({S.QUARANTINED, S.DESTROYED}),
-    S.DESTROYED: frozenset(),
-}  # fmt: skip
-#: Moves that need a stated reason (someone decided or observed something about the kit).
-REASON_REQUIRED = frozenset({S.DAMAGED, S.LOST, S.QUARANTINED, S.RETURNED, S.DESTROYED})
-#: Statuses a kit can only take at a site, and only at the depot.
-AT_SITE = frozenset({S.AVAILABLE, S.ALLOCATED, S.DISPENSED})
-AT_DEPOT_ONLY = frozenset({S.AT_DEPOT})
-
-
-def check_transition(kit: Kit, to: KitStatus, reason: str | None = None) -> None:
-    """Refuse an impossible move (or one missing its reason) with a clear message."""
-    if to not in TRANSITIONS[kit.status]:
-        raise Conflict(
-            f"Kit {kit.code} is {kit.status.value.replace('_', ' ')}; it cannot become "
-            f"{to.value.replace('_', ' ')}.",
-            field="status",
-        )
-    if to in REASON_REQUIRED and not (reason and reason.strip()):
-        raise InvalidInput(f"Give the reason the kit is {to.value}.", field="reason")
-    if to in AT_SITE and kit.site_code is None:
-        raise Conflict(f"Kit {kit.code} is not at a site; it cannot become {to.value}.",
-                       field="status")  # fmt: skip
-    if to in AT_DEPOT_ONLY and kit.site_code is not None:
-        raise Conflict(f"Kit {kit.code} is at site {kit.site_code}, not at the depot.",
-                       field="status")  # fmt: skip
-
-
-def change_status(
-    session: Session,
-    study: Study,
-    kit: Kit,
-    to: KitStatus,
-    *,
-    actor: audit.Actor,
-    reason: str | None = None,
-    action: str = "kit.status",
-    participant_id: int | None = None,
-) -> None:
-    """Move one kit to another status (checked against TRANSITIONS) and audit the move."""
-    check_transition(kit, to, reason)
-    old = kit.status
-    kit.status = to
-    session.flush()
-    audit.record(
-        session, actor=actor, action=action, object_type="kit", object_id=kit.code,
-        study_code=study.code, participant_id=participant_id,
-        old={"status": old.value}, new={"status": to.value, "site": kit.site_code},
-        reason=reason.strip() if reason else None,
-    )  # fmt: skip
+# --- lifecycle (the transition table is in kit_lifecycle) ----------------------------
 
 
 def set_status(

@@ -31,7 +31,7 @@ from randomizer.models import (
     StudyMode,
 )
 from randomizer.services.keyring import RowSealer, sealer_by_key_id
-from randomizer.services.kits import check_transition
+from randomizer.services.kit_lifecycle import check_transition
 from randomizer.services.studies import definition_of
 
 _SHUFFLE = random.SystemRandom()
