@@ -70,7 +70,11 @@ def change_status(
     action: str = "kit.status",
     participant_id: int | None = None,
 ) -> None:
-    """Move one kit to another status (checked against TRANSITIONS) and audit the move."""
+    """Move one kit to another status (checked against TRANSITIONS) and audit the move.
+
+    The kit's row is locked and re-read first, so a concurrent move is seen and checked.
+    """
+    session.refresh(kit, with_for_update=True)
     check_transition(kit, to, reason)
     old = kit.status
     kit.status = to

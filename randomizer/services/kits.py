@@ -285,9 +285,14 @@ def _draw(
     candidates = allocatable_kits(session, study, site=site, usable_until=until, is_test=is_test)
     arms = open_arms(session, study, candidates)
     matching = [k for k in candidates if arms[k.id] == arm]
-    if not matching:
-        raise SupplyUnavailable(NO_SUPPLY_MESSAGE)
-    return matching[secrets.randbelow(len(matching))]
+    while matching:
+        kit = matching.pop(secrets.randbelow(len(matching)))
+        # The caller's allocation lock keeps other allocations out, but not a pharmacist
+        # reporting this very kit damaged: lock the row and make sure it is still free.
+        session.refresh(kit, with_for_update=True)
+        if kit.status is KitStatus.AVAILABLE:
+            return kit
+    raise SupplyUnavailable(NO_SUPPLY_MESSAGE)
 
 
 ACTIVE_DISPENSATION = ("allocated", "dispensed")

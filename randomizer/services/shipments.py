@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from randomizer import audit, kitcodes
 from randomizer.db import utcnow
@@ -236,17 +236,25 @@ def propose_manual(
 
 
 def _kits_of(session: Session, shipment: Shipment) -> list[Kit]:
+    """The shipment's kits, locked and re-read (a kit may have been moved meanwhile)."""
     return list(
         session.scalars(
             select(Kit)
             .join(ShipmentLine, ShipmentLine.kit_id == Kit.id)
             .where(ShipmentLine.shipment_id == shipment.id)
             .order_by(Kit.code)
+            .with_for_update(of=Kit)
+            .execution_options(populate_existing=True)
         )
     )
 
 
 def _require_status(shipment: Shipment, *allowed: ShipmentStatus) -> None:
+    """Lock the shipment's row (one change at a time: two pharmacists scanning, an admin
+    dispatching twice), re-read it, and check its status."""
+    session = object_session(shipment)
+    if session is not None:
+        session.refresh(shipment, with_for_update=True)
     if shipment.status not in allowed:
         raise Conflict(
             f"Shipment {shipment.id} is {shipment.status.value.replace('_', ' ')}.",
