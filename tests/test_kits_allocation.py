@@ -181,3 +181,18 @@ def test_confirm_dispensing_marks_kit_and_dispensation(session: Session, study: 
     assert dispensation.dispensed_by == "pharm1"
     with pytest.raises(Conflict):
         confirm_dispensing(session, study, dispensation=dispensation, actor=PHARM)
+
+
+def test_unknown_visit_or_arm_is_refused_without_naming_the_arm(
+    session: Session, study: Study
+) -> None:
+    generate_kits(session, study, count=4, actor=ADMIN, site="S1")
+    participant = make_participant(session, study)
+    with pytest.raises(InvalidInput) as visit:
+        allocate_kit(session, study, site="S1", arm="ACTIVEX", participant_id=participant.id,
+                     visit="week_99", actor=INV)  # fmt: skip
+    assert visit.value.field == "visit"
+    with pytest.raises(InvalidInput) as arm:
+        allocate_kit(session, study, site="S1", arm="SECRETARM", participant_id=participant.id,
+                     visit="baseline", actor=INV)  # fmt: skip
+    assert arm.value.field == "arm" and "SECRETARM" not in arm.value.message

@@ -252,10 +252,15 @@ def allocate_kit(
     if participant.site_code != site:
         raise InvalidInput(f"Participant {participant_id} is not at site {site}.", field="site")
     try:
-        arm_def = definition.arm(arm)
         visit_def = definition.visit(visit)
-    except KeyError as exc:
-        raise InvalidInput(str(exc.args[0]), field="visit") from None
+    except KeyError:
+        raise InvalidInput(f"Study {study.code} has no visit {visit!r}.", field="visit") from None
+    try:
+        arm_def = definition.arm(arm)
+    except KeyError:
+        # Never name the arm: this message could reach a masked caller.
+        raise InvalidInput("The allocation asked for an arm the study does not define.",
+                           field="arm") from None  # fmt: skip
     if not visit_def.dispense:
         raise InvalidInput(f"Visit {visit} has no kit to dispense.", field="visit")
     _refuse_second_kit(session, participant_id, visit)
