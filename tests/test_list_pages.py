@@ -260,6 +260,7 @@ def test_go_live_page_needs_the_user_among_the_signers(
 
     make_user(session, "stat2", Role.STATISTICIAN)
     login(client, "stat2")
+    client.get("/lang/en")
     response = client.post("/lists/TST/go-live", data=_go_live_form())
     assert response.status_code == 403
     assert b"one of the two signers" in response.data
