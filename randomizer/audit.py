@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,7 +188,11 @@ def verify_rows(key: bytes, rows: Iterable[tuple[Any, ...]]) -> Verification:
 
 def verify(session: Session, key: bytes) -> Verification:
     """Verify the whole chain and that the head row matches its last event."""
-    result = _check_links(key, _stream(session, _content_query(), VERIFY_BATCH))
+    rows = _stream(session, _content_query(), VERIFY_BATCH)
+    try:
+        result = _check_links(key, rows)
+    finally:
+        rows.close()  # a chain broken early leaves the cursor open otherwise
     if not result.ok:
         return result
     head = session.get(AuditHead, 1)
@@ -233,7 +237,7 @@ def _content_query() -> Select[Any]:
     ).order_by(AuditEvent.seq)
 
 
-def _stream(session: Session, statement: Select[Any], batch: int) -> Iterator[tuple[Any, ...]]:
+def _stream(session: Session, statement: Select[Any], batch: int) -> Generator[tuple[Any, ...]]:
     """Plain DB-API tuples of a query, fetched in batches inside the session's transaction.
 
     The raw cursor skips per-row result processing; on PostgreSQL a named (server-side)
