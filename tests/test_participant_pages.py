@@ -23,6 +23,13 @@ def trial(session, study, users):
 
 
 @pytest.fixture
+def client(client):
+    """Pages in English (the default is Spanish), so the tests can read the texts."""
+    client.get("/lang/en")
+    return client
+
+
+@pytest.fixture
 def inv_client(client, trial, users):
     assert login(client, "inv1").status_code == 302
     return client
