@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import ColumnElement, Select, Text, cast, func, literal, select
+from sqlalchemy import ColumnElement, LargeBinary, Select, Text, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from randomizer.instance import secrets_of
@@ -172,31 +172,41 @@ class Verification:
 
 def iter_rows(session: Session, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
     """Stream every event's columns in chain order without holding them all."""
-    return _stream(session, select(*_COLUMNS).order_by(AuditEvent.seq), batch)
+    for rows in _batches(session, select(*_COLUMNS).order_by(AuditEvent.seq), batch):
+        yield from rows
 
 
 def verify_rows(key: bytes, rows: Iterable[tuple[Any, ...]]) -> Verification:
     """Check a stream of event rows (as ``iter_rows`` yields) against the chain rules."""
-    return _check_links(
-        key,
+    messages = (
         (
-            (r[0], _canonical_text(r[:FIELD_COUNT]), r[FIELD_COUNT], r[FIELD_COUNT + 1])
-            for r in rows
-        ),
+            r[0],
+            (r[FIELD_COUNT] or "").encode("utf-8") + canonical(r[:FIELD_COUNT]),
+            r[FIELD_COUNT],
+            r[FIELD_COUNT + 1],
+        )
+        for r in rows
     )
+    return _check_links(key, [messages])
 
 
 def verify(session: Session, key: bytes) -> Verification:
-    """Verify the whole chain and that the head row matches its last event."""
-    rows = _stream(session, _content_query(), VERIFY_BATCH)
+    """Verify the chain up to its head row, and that no event lies beyond the head.
+
+    The head is read first and only events up to it are checked, so events appended while
+    a long chain is being checked (PostgreSQL reads each statement's own snapshot) are
+    left for the next run instead of being reported as a broken chain.
+    """
+    head = session.execute(select(AuditHead.seq, AuditHead.digest).where(AuditHead.id == 1)).first()
+    head_seq, head_digest = (head.seq, head.digest) if head else (0, GENESIS)
+    query = _message_query(session.get_bind().dialect.name).where(AuditEvent.seq <= head_seq)
+    batches = _batches(session, query, VERIFY_BATCH)
     try:
-        result = _check_links(key, rows)
+        result = _check_links(key, batches)
     finally:
-        rows.close()  # a chain broken early leaves the cursor open otherwise
+        batches.close()  # a chain broken early leaves the cursor open otherwise
     if not result.ok:
         return result
-    head = session.get(AuditHead, 1)
-    head_seq, head_digest = (head.seq, head.digest) if head else (0, GENESIS)
     if (head_seq, head_digest) != (result.events, result.head):
         return Verification(
             False,
@@ -204,6 +214,15 @@ def verify(session: Session, key: bytes) -> Verification:
             result.head,
             result.events + 1,
             f"the chain ends at event {result.events} but its head records event {head_seq}",
+        )
+    beyond = session.scalar(
+        select(func.min(AuditEvent.seq)).where(
+            AuditEvent.seq > select(AuditHead.seq).where(AuditHead.id == 1).scalar_subquery()
+        )
+    )
+    if beyond is not None:
+        return Verification(
+            False, result.events, result.head, beyond, "lies beyond the chain's head row"
         )
     return result
 
@@ -216,29 +235,32 @@ def _canonical_text(row: tuple[Any, ...]) -> str:
     return SEPARATOR.join("" if v is None else str(v) for v in row)
 
 
-def _content_query() -> Select[Any]:
-    """(seq, canonical content, prev_digest, digest) per event, the content built by SQL.
+def _message_query(dialect: str) -> Select[Any]:
+    """(seq, HMAC input, prev_digest, digest) per event, the HMAC input built by the database.
 
-    Building the canonical text in the database (the same join as ``canonical``: each field
-    as text, NULL as empty, separated by SEPARATOR) leaves Python one HMAC per event: the
-    verify loop then runs at a good fraction of the raw HMAC rate. ``tests/test_audit_*``
-    check that both forms agree on both backends.
+    The input is ``prev_digest || canonical content`` as UTF-8 bytes — the same join as
+    ``canonical``: each field as text, NULL as empty, separated by SEPARATOR — made by one
+    ``printf`` (SQLite) or ``concat`` (PostgreSQL) call, which leaves Python one HMAC per
+    event: verification then runs at a good fraction of the raw HMAC rate.
+    ``tests/test_audit_anchor.py`` checks that both forms agree on both backends.
     """
-    content: ColumnElement[str] | None = None
-    for column in _COLUMNS[:FIELD_COUNT]:
-        part = func.coalesce(cast(column, Text), "")
-        content = part if content is None else content + literal(SEPARATOR, Text) + part
-    assert content is not None
-    return select(
-        AuditEvent.seq,
-        content,
-        func.coalesce(AuditEvent.prev_digest, ""),
-        func.coalesce(AuditEvent.digest, ""),
-    ).order_by(AuditEvent.seq)
+    fields = [AuditEvent.prev_digest, *_COLUMNS[:FIELD_COUNT]]
+    message: ColumnElement[Any]
+    if dialect == "postgresql":
+        parts: list[Any] = [AuditEvent.prev_digest]
+        for n, column in enumerate(_COLUMNS[:FIELD_COUNT]):
+            parts += [column] if n == 0 else [literal(SEPARATOR, Text), column]
+        message = func.convert_to(func.concat(*parts), "UTF8")
+    else:
+        template = "%s%s" + (SEPARATOR + "%s") * (FIELD_COUNT - 1)
+        message = cast(func.printf(template, *fields), LargeBinary)
+    return select(AuditEvent.seq, message, AuditEvent.prev_digest, AuditEvent.digest).order_by(
+        AuditEvent.seq
+    )
 
 
-def _stream(session: Session, statement: Select[Any], batch: int) -> Generator[tuple[Any, ...]]:
-    """Plain DB-API tuples of a query, fetched in batches inside the session's transaction.
+def _batches(session: Session, statement: Select[Any], size: int) -> Generator[list[Any]]:
+    """Plain DB-API rows of a query, in lists of ``size``, inside the session's transaction.
 
     The raw cursor skips per-row result processing; on PostgreSQL a named (server-side)
     cursor keeps memory flat however long the chain is.
@@ -250,33 +272,46 @@ def _stream(session: Session, statement: Select[Any], batch: int) -> Generator[t
     cursor: Any
     if connection.dialect.name == "postgresql":
         cursor = dbapi.cursor(name=f"audit_stream_{secrets.token_hex(6)}")
-        cursor.itersize = batch
+        cursor.itersize = size
     else:
         cursor = dbapi.cursor()
     try:
         cursor.execute(sql)
-        while rows := cursor.fetchmany(batch):
-            yield from rows
+        while rows := cursor.fetchmany(size):
+            yield rows
     finally:
         cursor.close()
 
 
-def _check_links(key: bytes, rows: Iterable[tuple[int, str, str, str]]) -> Verification:
-    """The chain rules over (seq, canonical content text, prev_digest, digest) rows."""
-    prev, expected, count = GENESIS, 1, 0
-    mac, sha256 = hmac.digest, hashlib.sha256
-    for seq, content, stored_prev, stored in rows:
-        if seq != expected:
-            what = "missing" if seq > expected else "duplicated or out of order"
-            return Verification(False, count, prev, expected, f"event {expected} is {what}")
-        if stored_prev != prev:
-            return Verification(False, count, prev, seq, "does not link to the previous event")
-        # A plain comparison is enough: nothing secret is compared against an attacker's
-        # guesses here, and compare_digest refuses non-ASCII text a tampered row may hold.
-        if mac(key, (prev + content).encode("utf-8"), sha256).hex() != stored:
-            return Verification(False, count, prev, seq, "content does not match its digest")
-        prev, expected, count = stored, expected + 1, count + 1
-    return Verification(True, count, prev)
+def _check_links(
+    key: bytes, batches: Iterable[Iterable[tuple[int, bytes, str, str]]]
+) -> Verification:
+    """The chain rules over batches of (seq, prev_digest || content, prev_digest, digest)."""
+    prev, expected = GENESIS, 1
+    # Copying a keyed HMAC state skips re-deriving the padded keys for every event.
+    keyed = hmac.new(key, digestmod=hashlib.sha256).copy
+    for batch in batches:
+        for seq, message, stored_prev, stored in batch:
+            if seq != expected:
+                what = "missing" if seq > expected else "duplicated or out of order"
+                return Verification(
+                    False, expected - 1, prev, expected, f"event {expected} is {what}"
+                )
+            if stored_prev != prev:
+                return Verification(
+                    False, expected - 1, prev, seq, "does not link to the previous event"
+                )
+            mac = keyed()
+            mac.update(message)
+            # A plain comparison is enough: nothing secret is compared against an attacker's
+            # guesses here, and compare_digest refuses non-ASCII text a tampered row may hold.
+            if mac.hexdigest() != stored:
+                return Verification(
+                    False, expected - 1, prev, seq, "content does not match its digest"
+                )
+            prev = stored
+            expected += 1
+    return Verification(True, expected - 1, prev)
 
 
 # --- external anchors ------------------------------------------------------------------

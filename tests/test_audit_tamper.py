@@ -185,6 +185,20 @@ def test_an_inserted_event_is_named(on_copy: CopyRunner, copy_url: str):
     _verify_names(on_copy, 4)
 
 
+def test_an_event_beyond_the_head_is_named(on_copy: CopyRunner, copy_url: str):
+    # An extra row past the head row (the head left alone) is not part of the chain.
+    _as_owner(
+        copy_url,
+        (
+            "INSERT INTO audit_event (seq, occurred_at, actor, role, action, prev_digest, digest) "
+            "VALUES (:seq, '2026-01-01T00:00:00.000000Z', 'mallory', 'admin', 'thing.extra', "
+            ":d, :d)",
+            {"seq": EVENTS + 5, "d": "0" * 64},
+        ),
+    )
+    assert "lies beyond the chain's head row" in _verify_names(on_copy, EVENTS + 5)
+
+
 def test_two_reordered_events_are_named(on_copy: CopyRunner, copy_url: str):
     _as_owner(
         copy_url,
