@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 RANDOMIZER = Path(sys.executable).with_name("randomizer")
 _LOGIN_LINE = re.compile(r"^\s+(\w+)\s+(\S+)\s+(\S+)\s+\((.*)\)$")
+CATALOGUES = Path(__file__).parents[1] / "randomizer" / "translations"
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _environment(instance: Path) -> dict[str, str]:
+def _compile_catalogues(target: Path) -> Path:
+    """Compile the catalogues in git into ``target`` (`make translations` not needed)."""
+    for po_path in CATALOGUES.glob("*/LC_MESSAGES/messages.po"):
+        locale = po_path.parent.parent.name
+        out = target / locale / "LC_MESSAGES"
+        out.mkdir(parents=True)
+        with po_path.open("rb") as po, (out / "messages.mo").open("wb") as mo:
+            write_mo(mo, read_po(po, locale=locale))
+    return target
+
+
+def _environment(instance: Path, translations: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RANDOMIZER_")}
     env["RANDOMIZER_INSTANCE_PATH"] = str(instance)
+    env["RANDOMIZER_BABEL_TRANSLATION_DIRECTORIES"] = str(translations)
     return env
 
 
@@ -74,8 +89,9 @@ def _wait_until_serving(url: str, server: subprocess.Popen[str], seconds: float 
 @pytest.fixture(scope="session")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
     """``randomizer demo`` in a fresh instance, then ``randomizer run`` on a free port."""
-    instance = tmp_path_factory.mktemp("browser") / "instance"
-    env = _environment(instance)
+    root = tmp_path_factory.mktemp("browser")
+    instance = root / "instance"
+    env = _environment(instance, _compile_catalogues(root / "translations"))
     demo = subprocess.run(
         [str(RANDOMIZER), "demo"], env=env, capture_output=True, text=True, timeout=300
     )

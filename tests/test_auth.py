@@ -36,6 +36,14 @@ from tests.conftest import PASSWORD, Runner, csrf_token, login
 from tests.engines import dispose_engines  # noqa: F401  (fixture)
 
 REFUSED = b"Unknown username or wrong password."
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A client whose browser asks for English (the messages below are the English ones)."""
+    english = app.test_client()
+    english.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return english
 CSRF_ON = {"WTF_CSRF_ENABLED": True}
 
 

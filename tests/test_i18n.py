@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask.testing import FlaskClient
 
+from randomizer import settings
 from tests.conftest import PASSWORD, login
 
 PACKAGE = Path(__file__).parents[1] / "randomizer"
@@ -42,9 +44,29 @@ def compiled_catalogues(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _forget_loaded_catalogues() -> None:
+    # Flask-Babel keeps loaded catalogues on the one shared Babel object, for every app of
+    # the process: without this, whichever test first rendered Spanish decides for all.
+    domain = settings.babel.__dict__.get("domain_instance")
+    if domain is not None:
+        domain.cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_catalogues() -> Iterator[None]:
+    _forget_loaded_catalogues()
+    yield
+    _forget_loaded_catalogues()
+
+
 @pytest.fixture
 def app_config(compiled_catalogues: Path) -> dict[str, Any]:
-    return {"BABEL_TRANSLATION_DIRECTORIES": str(compiled_catalogues)}
+    # Spanish is the service's default language (the sites work in Spanish), whatever
+    # default the shared fixtures choose for other tests.
+    return {
+        "BABEL_TRANSLATION_DIRECTORIES": str(compiled_catalogues),
+        "BABEL_DEFAULT_LOCALE": "es",
+    }
 
 
 def _foundation_messages() -> set[str]:
