@@ -88,6 +88,14 @@ def test_init_creates_every_key_file_with_mode_0600(runner: Runner, fresh_instan
         assert f"created {fresh_instance / name}" in result.stdout
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_init_makes_the_sqlite_file_private(runner: Runner, database_url: str):
+    database = Path(database_url.removeprefix("sqlite:///"))
+    database.chmod(0o644)
+    assert runner.invoke("init").exit_code == 0
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+
+
 def test_init_twice_changes_nothing_the_second_time(
     runner: Runner, fresh_instance: Path, database_url: str
 ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import click
@@ -18,7 +19,8 @@ def initialise() -> Flask:
     from randomizer.cli import instance_path
 
     path = instance_path()
-    path.mkdir(parents=True, exist_ok=True)
+    # Only the service account needs the folder: it holds the keys and, by default, the DB.
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     _refuse_new_keys_over_data(path)
     created = ensure_instance_files(path)
     for name in created:
@@ -27,11 +29,24 @@ def initialise() -> Flask:
     with app.app_context():
         before, after = migrate.upgrade(db.engine)
         url = db.engine.url.render_as_string(hide_password=True)
+        _restrict_sqlite_file(
+            db.engine.url.database if db.engine.dialect.name == "sqlite" else None
+        )
     if before == after:
         click.echo(f"database {url} is up to date (revision {after})")
     else:
         click.echo(f"database {url}: schema {before or 'empty'} -> {after}")
     return app
+
+
+def _restrict_sqlite_file(database: str | None) -> None:
+    """Make the SQLite file (password hashes, sealed data) readable by its owner only."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    for name in (database, f"{database}-wal", f"{database}-shm"):
+        target = Path(name)
+        if target.exists() and stat.S_IMODE(target.stat().st_mode) & 0o077:
+            target.chmod(0o600)
 
 
 def _refuse_new_keys_over_data(path: Path) -> None:
