@@ -177,3 +177,31 @@ def test_unblinding_without_an_idempotency_key_is_refused(
     )
     assert response.status_code == 400
     assert response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("role", "sees_flag"),
+    [("admin", True), ("statistician", True), ("investigator", True), ("assessor", False)],
+)
+def test_the_unblinded_flag_shows_to_the_roles_that_may_know_it(
+    client: FlaskClient,
+    session: Session,
+    users: dict[str, User],
+    participant: Participant,
+    token: str,
+    role: str,
+    sees_flag: bool,
+):
+    from tests.unblinding_support import token_for
+
+    assert api(client, _path(participant), token, BODY).status_code == 200
+    reader = token_for(session, users[role])
+    response = client.get(
+        f"/api/v1/participants/{participant.id}", headers={"Authorization": f"Bearer {reader}"}
+    )
+    assert response.status_code == 200
+    body = response.json
+    assert ("unblinded" in body) is sees_flag
+    if sees_flag:
+        assert body["unblinded"] is True and body["unblinded_at"].endswith("Z")
+    assert not any(text in response.get_data(as_text=True) for text in ARM_TEXTS)

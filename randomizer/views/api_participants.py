@@ -18,7 +18,8 @@ from randomizer.db import db
 from randomizer.errors import InvalidInput, NotPermitted, RandomizerError
 from randomizer.models import Participant, Role, Study
 from randomizer.services import enrollment
-from randomizer.services.studies import get_study
+from randomizer.services.studies import definition_of, get_study
+from randomizer.services.unblinding import unblinding_visible
 from randomizer.views.api import bp, require
 from randomizer.views.idempotency import idempotent
 from randomizer.views.participants import KIT_CODE_ROLES, visible_participant
@@ -147,6 +148,10 @@ def get_participant(participant_id: int) -> Response:
         "randomized_at": iso(participant.randomized_at),
         "test": participant.is_test,
     }
+    study = db.session.get_one(Study, participant.study_id)
+    if unblinding_visible(current().role, definition_of(study)):
+        answer["unblinded"] = participant.unblinded_at is not None
+        answer["unblinded_at"] = iso(participant.unblinded_at)
     if current().role in KIT_CODE_ROLES:
         kits = enrollment.kits_of(db.session(), participant)
         answer["kits"] = [{"visit": visit, "kit_code": code} for visit, code in kits]

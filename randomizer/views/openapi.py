@@ -13,7 +13,10 @@ STUDY = {"name": "study", "in": "path", "required": True, "schema": {"type": "st
 SIGNATURE = {
     "type": "object",
     "required": ["password"],
-    "properties": {"password": {"type": "string", "description": "The signer's password"}},
+    "properties": {
+        "password": {"type": "string", "description": "The signer's password"},
+        "totp": {"type": "string", "description": "Current one-time code, when enrolled"},
+    },
 }
 
 
@@ -26,7 +29,7 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 
 
 def _op(summary: str, roles: str, ok: tuple[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    errors = {code: PROBLEM for code in ("400", "401", "403", "404", "409", "422")}
+    errors = {code: PROBLEM for code in ("400", "401", "403", "404", "409", "415", "422")}
     return {
         "summary": summary,
         "description": f"Allowed roles: {roles}.",
@@ -43,6 +46,8 @@ def document() -> dict[str, Any]:
         site={"type": "string"},
         status={"type": "string"},
         randomization_number={"type": ["string", "null"]},
+        unblinded={"type": "boolean", "description": "Not shown to outcome assessors"},
+        unblinded_at={"type": ["string", "null"], "format": "date-time"},
     )
     participant["properties"]["kits"] = {
         "type": "array",

@@ -22,6 +22,7 @@ from randomizer.errors import RandomizerError
 from randomizer.models import Participant, ParticipantStatus, Role, Study
 from randomizer.services import enrollment, idempotency
 from randomizer.services.studies import definition_of, get_study
+from randomizer.services.unblinding import unblinding_visible
 from randomizer.transaction import run_in_transaction
 from randomizer.views import navigation
 from randomizer.views.participant_forms import (
@@ -281,6 +282,7 @@ def show(participant_id: int) -> str:
         definition=definition_of(study), later_visits=_later_visits(study),
         can_act=user.role is Role.INVESTIGATOR,
         unblind_url=_unblind_url(participant),
+        show_unblinding=unblinding_visible(user.role, definition_of(study)),
     )  # fmt: skip
 
 
