@@ -185,7 +185,12 @@ def document() -> dict[str, Any]:
                             "name": "after",
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 0},
-                        }
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1},
+                        },
                     ],
                 )
             },
