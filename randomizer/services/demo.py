@@ -65,7 +65,9 @@ def demo_logins(session: Session) -> list[str]:
 
 
 #: Kits made at each demo site (received there, ready to allocate).
-DEMO_KITS_PER_SITE = 24
+#: Kits are balanced in blocks of 4, so 12 kits give 6 per arm: the resupply level of the
+#: demo sites. More per arm would make the resupply rule depend on which arm is used.
+DEMO_KITS_PER_SITE = 12
 
 
 def _extras(session: Session, study_code: str) -> list[str]:
