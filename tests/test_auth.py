@@ -44,6 +44,8 @@ def client(app: Flask) -> FlaskClient:
     english = app.test_client()
     english.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
     return english
+
+
 CSRF_ON = {"WTF_CSRF_ENABLED": True}
 
 
