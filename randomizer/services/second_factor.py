@@ -80,10 +80,14 @@ def verify_totp(session: Session, user: User, code: object, *, now: float | None
     code = code.replace(" ", "").strip()
     if len(code) != TOTP_DIGITS or not code.isascii() or not code.isdigit():
         return False
-    # Lock the row (PostgreSQL) so that two requests cannot both spend the same code.
-    session.refresh(user, with_for_update=True)
+    # Read the stored value under a row lock (PostgreSQL; SQLite transactions already hold
+    # the write lock) so that two requests cannot both spend the same code. Only this
+    # column is read: the caller's other changes to the user stay as they are.
+    stored = session.scalar(select(User.totp_sealed).where(User.id == user.id).with_for_update())
+    if stored is None:
+        return False
     try:
-        secret, last_step = _load_totp(session, user)
+        secret, last_step = _load_totp(session, user, stored)
     except IntegrityFailure:
         return False  # altered or moved to another account: no code can match
     current = int(time.time() if now is None else now) // TOTP_STEP
@@ -115,8 +119,7 @@ def _store_totp(session: Session, user: User, secret: str, *, last_step: int) ->
     user.totp_sealed = master.key_id.encode("utf-8") + b":" + sealed
 
 
-def _load_totp(session: Session, user: User) -> tuple[str, int]:
-    stored = user.totp_sealed or b""
+def _load_totp(session: Session, user: User, stored: bytes) -> tuple[str, int]:
     key_id, sep, sealed = stored.partition(b":")
     if not sep:
         raise IntegrityFailure(f"the second factor of {user.username} is not readable")
@@ -130,7 +133,7 @@ def reseal_second_factors(session: Session) -> int:
     """Re-seal every TOTP secret under the current master key (after a key rotation)."""
     count = 0
     for user in session.scalars(select(User).where(User.totp_sealed.is_not(None))):
-        secret, last_step = _load_totp(session, user)
+        secret, last_step = _load_totp(session, user, user.totp_sealed or b"")
         _store_totp(session, user, secret, last_step=last_step)
         count += 1
     session.flush()
