@@ -42,6 +42,26 @@ def associated_data(study: str, kind: str, object_id: object, key_id: str) -> by
     ).encode("utf-8")
 
 
+#: Sealed arms and seeds are padded to this many bytes, so that a ciphertext's length
+#: (AES-GCM keeps the plaintext length) cannot tell arms with codes of different lengths
+#: apart in a copy of the database.
+PADDED_BYTES = 96
+
+
+def pad(value: bytes) -> bytes:
+    """Length byte, value, zero padding: always PADDED_BYTES long."""
+    if len(value) >= PADDED_BYTES:
+        raise ValueError(f"a sealed value may have at most {PADDED_BYTES - 1} bytes")
+    return bytes([len(value)]) + value + bytes(PADDED_BYTES - 1 - len(value))
+
+
+def unpad(padded: bytes) -> bytes:
+    """Undo ``pad``; a malformed padding is an integrity failure."""
+    if len(padded) != PADDED_BYTES or padded[0] >= PADDED_BYTES:
+        raise IntegrityFailure("sealed value has a malformed padding")
+    return padded[1 : 1 + padded[0]]
+
+
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     """Encrypt with AES-256-GCM under a fresh random 96-bit nonce."""
     nonce = os.urandom(NONCE_BYTES)

@@ -164,3 +164,12 @@ def test_a_kit_arm_moved_onto_a_slot_fails_to_open(session: Session, study: Stud
     slot.arm_sealed = kit.arm_sealed
     with pytest.raises(IntegrityFailure):
         lists.slot_arm(session, study, slot, sealer_by_key_id(session, study, row.data_key_id))
+
+
+def test_sealed_arms_have_one_length_whatever_the_arm(session: Session, filled: Study) -> None:
+    """AES-GCM keeps the plaintext's length: unpadded, "ACTIVEX" (7) and "PLACEBOX" (8)
+    would be told apart by the size of every sealed slot and kit in a database copy."""
+    slot_lengths = set(session.scalars(sa.select(sa.func.length(AllocationSlot.arm_sealed))))
+    kit_lengths = set(session.scalars(sa.select(sa.func.length(Kit.arm_sealed))))
+    assert len(slot_lengths) == 1 and len(kit_lengths) == 1
+    assert slot_lengths == kit_lengths

@@ -12,6 +12,8 @@ from randomizer.crypto import (
     associated_data,
     new_key,
     new_key_id,
+    pad,
+    unpad,
     unwrap_key,
     wrap_key,
 )
@@ -62,11 +64,11 @@ class RowSealer:
         return associated_data(self.study_code, kind, object_id, self.key_id)
 
     def seal(self, kind: str, object_id: object, value: str) -> bytes:
-        return self._sealer.seal(value.encode("utf-8"), self.aad(kind, object_id))
+        return self._sealer.seal(pad(value.encode("utf-8")), self.aad(kind, object_id))
 
     def open(self, kind: str, object_id: object, sealed: bytes) -> str:
         try:
-            return self._sealer.unseal(sealed, self.aad(kind, object_id)).decode("utf-8")
+            return unpad(self._sealer.unseal(sealed, self.aad(kind, object_id))).decode("utf-8")
         except IntegrityFailure:
             raise IntegrityFailure(
                 f"sealed {kind} {object_id} of study {self.study_code} failed its integrity "

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from randomizer import audit, sequence
-from randomizer.crypto import NONCE_BYTES, IntegrityFailure
+from randomizer.crypto import NONCE_BYTES, IntegrityFailure, pad, unpad
 from randomizer.db import utcnow
 from randomizer.errors import Conflict, InvalidInput, NotFound
 from randomizer.models import (
@@ -134,7 +134,7 @@ class SlotCipher:
 
     def seal(self, stratum: str, seq: int, arm: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self.encrypt(nonce, arm, self.aad(stratum, seq))
+        return nonce + self.encrypt(nonce, pad(arm), self.aad(stratum, seq))
 
     def open(self, stratum: str, seq: int, sealed: bytes) -> str:
         try:
@@ -149,7 +149,7 @@ class SlotCipher:
                 f"{self.study_code} failed its integrity check (altered, or moved from another "
                 "row); it was not opened"
             ) from None
-        return plain.decode("utf-8")
+        return unpad(plain).decode("utf-8")
 
 
 def _check_changeable(study: Study, kind: ListKind, action: str) -> None:
@@ -293,7 +293,7 @@ def store_slots(
     cipher = SlotCipher(session, study, row)
     encrypt, urandom, tail = cipher.encrypt, os.urandom, cipher.aad_tail
     prefixes = {s: _number_prefix(row.kind, i + 1) for i, s in enumerate(row.params["strata"])}
-    arm_bytes = {a: a.encode("utf-8") for a, _ratio in row.params["arms"]}
+    arm_bytes = {a: pad(a.encode("utf-8")) for a, _ratio in row.params["arms"]}
     list_id, study_id, available = row.id, study.id, SlotStatus.AVAILABLE.value
     digest = hashlib.sha256()
     counts: dict[str, int] = {}
