@@ -600,6 +600,7 @@ def test_go_live_needs_both_passwords_on_stdin(
 @pytest.mark.usefixtures("dispose_engines")
 def test_demo_makes_a_dummy_list_and_kits_and_prints_no_arm(runner: Runner, app: Any) -> None:
     from randomizer.db import db
+    from randomizer.services.demo import DEMO_KITS_PER_SITE
     from randomizer.services.studies import definition_of, get_study
 
     result = runner.invoke("demo")
@@ -613,10 +614,11 @@ def test_demo_makes_a_dummy_list_and_kits_and_prints_no_arm(runner: Runner, app:
         arms = [w for a in definition_of(study).arms for w in (a.code, a.name)]
         session.rollback()
     assert f"fingerprint {fingerprint}" in result.stdout
-    assert sites == {"CUA": 24, "HBLT": 24}
+    per_site = DEMO_KITS_PER_SITE
+    assert sites == {"CUA": per_site, "HBLT": per_site}
     shown = result.output.replace("MSC-LN-2B", "")  # the study code starts like an arm code
     assert not any(word in shown for word in arms)
     again = runner.invoke("demo")  # idempotent: nothing new
     assert again.exit_code == 0
     assert f"fingerprint {fingerprint}" in again.stdout
-    assert "kits at CUA: 24" in again.stdout
+    assert f"kits at CUA: {per_site}" in again.stdout
