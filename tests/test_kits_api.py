@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.models import AuditEvent, Study, User
-from randomizer.services.kits import generate_kits
+from randomizer.services.kits import generate_kits, get_kit, kit_arm
 from randomizer.services.users import create_token
 
 ADMIN = audit.Actor("admin1", "admin")
@@ -26,7 +26,8 @@ def _headers(session: Session, user: User) -> dict[str, str]:
 
 @pytest.fixture
 def stocked(session: Session, study: Study, users: dict[str, User]) -> Study:
-    generate_kits(session, study, count=6, actor=ADMIN, site="S1", lot="L-1")
+    # Whole blocks of 4 (twice the ratio sum): exactly 4 kits of each arm.
+    generate_kits(session, study, count=8, actor=ADMIN, site="S1", lot="L-1")
     generate_kits(session, study, count=4, actor=ADMIN, site="S2")
     generate_kits(session, study, count=8, actor=ADMIN)
     session.commit()
@@ -40,8 +41,11 @@ def test_pharmacist_gets_own_site_kits_with_products_and_it_is_audited(
                           headers=_headers(session, users["pharmacist"]))  # fmt: skip
     assert response.status_code == 200
     body = response.get_json()
-    assert body["count"] == 6 and {k["site"] for k in body["kits"]} == {"S1"}
-    assert Counter(k["arm"]["code"] for k in body["kits"]) == {"ACTIVEX": 3, "PLACEBOX": 3}
+    assert body["count"] == 8 and {k["site"] for k in body["kits"]} == {"S1"}
+    assert Counter(k["arm"]["code"] for k in body["kits"]) == {"ACTIVEX": 4, "PLACEBOX": 4}
+    for item in body["kits"]:
+        kit = get_kit(session, stocked, item["kit_code"])
+        assert item["arm"]["code"] == kit_arm(session, stocked, kit)
     assert {k["arm"]["name"] for k in body["kits"]} == {"Active product X", "Placebo product X"}
     assert {k["lot"] for k in body["kits"]} == {"L-1"}
     session.expire_all()
@@ -49,7 +53,7 @@ def test_pharmacist_gets_own_site_kits_with_products_and_it_is_audited(
         select(AuditEvent).where(AuditEvent.action == "pharmacy.view_products")
     ).all()
     assert event.actor == "pharm1" and event.object_id == "S1"
-    assert '"count":6' in (event.new_values or "") and "ACTIVEX" not in (event.new_values or "")
+    assert '"count":8' in (event.new_values or "") and "ACTIVEX" not in (event.new_values or "")
 
 
 def test_pharmacist_without_site_gets_all_own_sites(
@@ -80,7 +84,7 @@ def test_admin_gets_codes_and_statuses_only(
     response = client.get("/api/v1/studies/TST/kits", headers=_headers(session, users["admin"]))
     assert response.status_code == 200
     body = response.get_json()
-    assert body["count"] == 18
+    assert body["count"] == 8 + 4 + 8
     assert all("arm" not in k for k in body["kits"])
     assert not any(text in response.get_data(as_text=True) for text in ARM_TEXT)
     by_site = client.get("/api/v1/studies/TST/kits?site=S2",
