@@ -70,9 +70,19 @@ def app_config(compiled_catalogues: Path) -> dict[str, Any]:
 
 
 def _foundation_messages() -> set[str]:
-    found: set[str] = set()
     sources = [(PACKAGE / "templates" / name, "jinja2") for name in FOUNDATION_TEMPLATES]
     sources += [(PACKAGE / name, "python") for name in FOUNDATION_MODULES]
+    return _messages(sources)
+
+
+def _all_messages() -> set[str]:
+    sources = [(path, "jinja2") for path in (PACKAGE / "templates").rglob("*.html")]
+    sources += [(path, "python") for path in PACKAGE.rglob("*.py")]
+    return _messages(sources)
+
+
+def _messages(sources: list[tuple[Path, str]]) -> set[str]:
+    found: set[str] = set()
     for path, method in sources:
         options = {"extensions": "jinja2.ext.do"} if method == "jinja2" else {}
         for _line, message, _comments, _context in extract_from_file(
@@ -106,6 +116,23 @@ def test_every_foundation_string_is_in_the_template_and_translated():
         entry = catalogue.get(msgid)
         if entry is None or not entry.string or entry.fuzzy:
             untranslated.append(msgid)
+    assert untranslated == []
+
+
+def test_every_string_of_every_page_is_extracted_and_translated():
+    """The sites work in Spanish: no page may fall back to English for lack of a translation."""
+    catalogue = _catalogue()
+    with TEMPLATE.open("rb") as fh:
+        template = {m.id for m in read_po(fh) if m.id}
+    template = {m if isinstance(m, str) else m[0] for m in template}
+    messages = _all_messages()
+    assert len(messages) > 400
+    missing = sorted(m for m in messages if m not in template)
+    assert missing == [], "run `make translations-update` and translate the new strings"
+    untranslated = sorted(
+        m for m in messages
+        if (entry := catalogue.get(m)) is None or not entry.string or entry.fuzzy
+    )  # fmt: skip
     assert untranslated == []
 
 
