@@ -19,8 +19,10 @@ from randomizer.db import db
 from randomizer.errors import NotFound, RandomizerError
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
 from randomizer.services import pharmacy, shipments
+from randomizer.services.enrollment import lock_allocations
 from randomizer.services.kits import confirm_dispensing, get_kit, replace_kit, set_status
 from randomizer.services.studies import get_study
+from randomizer.transaction import run_in_transaction
 from randomizer.views import navigation
 from randomizer.views.kits import kit_status_label, refuse
 
@@ -243,12 +245,17 @@ def damage(code: str) -> Any:
     own, form = _own(study), DamageForm()
     if not form.validate_on_submit():
         return _index({code: form}), 422
+    study_id = study.id
+
+    def work() -> str:
+        # A replacement allocates a kit: it takes the same lock as every allocation.
+        return _report(lock_allocations(db.session(), study_id), own, form)
+
     try:
-        message = _report(study, own, form)
+        message = run_in_transaction(db.session(), work)
     except RandomizerError as err:
         refuse(form, err, "code")
         return _index({code: form}), err.status
-    db.session.commit()
     flash(message, "success")
     return redirect(url_for(".index"))
 
