@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -71,6 +73,86 @@ class ConfigurationError(RandomizerError):
     status, slug, title = 500, "configuration", "Service not configured"
 
 
+# Services word refusals in English (they do not import Flask). The pages show the ones a
+# site user meets at the bedside in the user's language; the API keeps the service's words.
+_SHOWN: list[tuple[re.Pattern[str], Callable[[dict[str, str]], str]]] = [
+    (re.compile(pattern), show)
+    for pattern, show in [
+        (r"Re-enter your password to sign\.", lambda m: _("Re-enter your password to sign.")),
+        (
+            r"The password does not match: nothing was signed or changed\.",
+            lambda m: _("The password does not match: nothing was signed or changed."),
+        ),
+        (
+            r"Too many wrong passwords: .*",
+            lambda m: _(
+                "Too many wrong passwords: signing is paused for this account. Wait a few "
+                "minutes or ask an administrator; nothing was signed or changed."
+            ),
+        ),
+        (
+            r"The one-time code is not valid: .*",
+            lambda m: _(
+                "The one-time code is not valid: nothing was disclosed. Enter the current "
+                "code from your authenticator app."
+            ),
+        ),
+        (r"Choose a reason category: .*", lambda m: _("Choose a reason category.")),
+        (
+            r"State the reason for unblinding in your own words\.",
+            lambda m: _("State the reason for unblinding in your own words."),
+        ),
+        (
+            r"The randomization number you typed is not this participant's: .*",
+            lambda m: _(
+                "The randomization number you typed is not this participant's: check the "
+                "participant and type the number again."
+            ),
+        ),
+        (r"Type the randomization number\.", lambda m: _("Type the randomization number.")),
+        (
+            r"Today \((?P<today>[\d-]+)\) is outside the window of visit (?P<visit>\S+) "
+            r"\((?P<opens>[\d-]+) to (?P<closes>[\d-]+), due (?P<due>[\d-]+)\)\. .*",
+            lambda m: _(
+                "Today (%(today)s) is outside the window of visit %(visit)s (%(opens)s to "
+                "%(closes)s, due %(due)s). Give a reason to allocate the kit anyway.",
+                **m,
+            ),
+        ),
+        (
+            r"No kit can be allocated at this site right now\. .*",
+            lambda m: _(
+                "No kit can be allocated at this site right now. Nothing was changed; ask "
+                "the study pharmacist or the depot about this site's supply."
+            ),
+        ),
+        (
+            r"Randomization is not open yet: .*",
+            lambda m: _(
+                "Randomization is not open yet: the study has no allocation list. Nothing "
+                "was changed; ask the study statistician."
+            ),
+        ),
+        (
+            r"The allocation list has no free place left .*",
+            lambda m: _(
+                "The allocation list has no free place left for this participant's stratum. "
+                "Nothing was changed; ask the study statistician to extend the list."
+            ),
+        ),
+    ]
+]
+
+
+def shown_message(err: RandomizerError) -> str:
+    """The refusal as a page shows it: translated when it is a known wording, else as raised."""
+    for pattern, show in _SHOWN:
+        found = pattern.fullmatch(err.message)
+        if found:
+            return show(found.groupdict())
+    return err.message
+
+
 def problem(
     status: int, title: str, detail: str, slug: str = "about:blank", **extra: Any
 ) -> Response:
@@ -100,7 +182,7 @@ def register_error_handlers(app: Flask) -> None:
         if _wants_problem():
             extra = {"field": err.field} if err.field else {}
             return problem(err.status, err.title, err.message, err.slug, **extra)
-        return render_template("error.html", title=err.title, detail=err.message), err.status
+        return render_template("error.html", title=err.title, detail=shown_message(err)), err.status
 
     @app.errorhandler(CSRFError)
     def _csrf(err: CSRFError) -> Response | tuple[str, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -104,8 +104,21 @@ class ScreeningBase(SignedForm):
     def factor_fields(self) -> list[Field]:
         return [f for f in self if f.name.startswith(FACTOR_PREFIX)]
 
+    #: Criterion field name → "inclusion" or "exclusion" (set per study by screening_form).
+    criterion_kinds: ClassVar[dict[str, str]] = {}
+
     def criterion_fields(self) -> list[Field]:
         return [f for f in self if f.name.startswith(CRITERION_PREFIX)]
+
+    def criterion_groups(self) -> list[tuple[str, list[Field]]]:
+        """The criterion fields in runs of the same kind, in the definition's order."""
+        groups: list[tuple[str, list[Field]]] = []
+        for f in self.criterion_fields():
+            kind = self.criterion_kinds.get(f.name, "inclusion")
+            if not groups or groups[-1][0] != kind:
+                groups.append((kind, []))
+            groups[-1][1].append(f)
+        return groups
 
     def factors(self) -> dict[str, str]:
         return {f.name.removeprefix(FACTOR_PREFIX): f.data for f in self.factor_fields()}
@@ -148,7 +161,8 @@ def screening_form(
 ) -> ScreeningBase:
     """The screening (or correction) form of this study, for these (code, label) sites."""
     bases = (ScreeningBase, CorrectionMixin) if correction else (ScreeningBase,)
-    form_class: type[ScreeningBase] = type("ScreeningForm", bases, {})
+    kinds = {CRITERION_PREFIX + c.code: c.kind for c in definition.eligibility}
+    form_class: type[ScreeningBase] = type("ScreeningForm", bases, {"criterion_kinds": kinds})
     for factor in definition.factors:
         choices = [SelectChoice("", _("— choose —")), *(SelectChoice(lv) for lv in factor.levels)]
         setattr(form_class, FACTOR_PREFIX + factor.code, SelectField(
@@ -187,18 +201,23 @@ def _finite(form: FlaskForm, field: Field) -> None:
 
 
 def number_hint(criterion: CriterionDef) -> str:
-    """The range (and unit) the inclusion or exclusion counts, in words."""
+    """Which numbers meet the inclusion (or trigger the exclusion), in words."""
     unit = f" {criterion.unit}" if criterion.unit else ""
-
-    def show(value: float | None) -> str:
-        return "" if value is None else f"{value:g}"
-
-    low, high = show(criterion.min), show(criterion.max)
-    if low and high:
-        return str(_("Range %(low)s to %(high)s%(unit)s", low=low, high=high, unit=unit))
-    if low:
-        return str(_("At least %(low)s%(unit)s", low=low, unit=unit))
-    return str(_("At most %(high)s%(unit)s", high=high, unit=unit))
+    low, high = criterion.min, criterion.max
+    # A bound stored just past a round number ("below 40" as 39.99…) reads "below 40".
+    if low is not None and high is not None:
+        values = _("from %(low)s to %(high)s%(unit)s", low=f"{low:g}", high=f"{high:g}", unit=unit)
+    elif low is not None and float(f"{low:g}") < low:
+        values = _("above %(low)s%(unit)s", low=f"{low:g}", unit=unit)
+    elif low is not None:
+        values = _("%(low)s or more%(unit)s", low=f"{low:g}", unit=unit)
+    elif high is not None and float(f"{high:g}") > high:
+        values = _("below %(high)s%(unit)s", high=f"{high:g}", unit=unit)
+    else:
+        values = _("%(high)s or less%(unit)s", high=f"{high or 0:g}", unit=unit)
+    if criterion.kind == "inclusion":
+        return str(_("Included when the value is %(values)s.", values=values))
+    return str(_("Excluded when the value is %(values)s.", values=values))
 
 
 def screening_data(

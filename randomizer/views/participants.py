@@ -18,7 +18,7 @@ from wtforms.fields.choices import SelectChoice
 
 from randomizer.auth import can_see_site, current, current_actor, roles_required
 from randomizer.db import db, utcnow
-from randomizer.errors import RandomizerError
+from randomizer.errors import RandomizerError, shown_message
 from randomizer.models import Participant, ParticipantStatus, Role, Study
 from randomizer.services import enrollment, idempotency
 from randomizer.services.studies import definition_of, get_study
@@ -160,9 +160,9 @@ def _show_error(form: Any, err: RandomizerError, field: Any = None) -> None:
     if target is None and err.field:
         target = form._fields.get(err.field.split(".")[-1])
     if target is not None:
-        target.errors = [*target.errors, err.message]
+        target.errors = [*target.errors, shown_message(err)]
     else:
-        form.form_errors.append(err.message)
+        form.form_errors.append(shown_message(err))
 
 
 # --- lists -----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from wtforms.validators import Length
 
 from randomizer.auth import current, roles_required
 from randomizer.db import db
-from randomizer.errors import InvalidInput, RandomizerError
+from randomizer.errors import InvalidInput, RandomizerError, shown_message
 from randomizer.models import Participant, Role, Study
 from randomizer.services import notifications, unblinding
 from randomizer.services.studies import definition_of
@@ -195,6 +195,6 @@ def _field_error(form: UnblindForm, err: RandomizerError) -> None:
     target: Any = getattr(form, err.field or "", None)
     errors = target.errors if target is not None and hasattr(target, "errors") else None
     if isinstance(errors, list):
-        errors.append(err.message)
+        errors.append(shown_message(err))
     else:
-        form.form_errors.append(err.message)
+        form.form_errors.append(shown_message(err))
