@@ -67,6 +67,7 @@ class AppSession(FlaskSession):
     def __init__(self, db: SQLAlchemy, **kwargs: Any) -> None:
         super().__init__(db, **kwargs)
         self.info["secrets"] = current_app.extensions.get("randomizer.secrets")
+        self.info["signature_throttle"] = current_app.extensions.get("randomizer.throttle")
 
 
 db = SQLAlchemy(

@@ -14,6 +14,7 @@ from randomizer.crypto import KeyFileError
 from randomizer.db import configure_engine, db
 from randomizer.errors import ConfigurationError, register_error_handlers
 from randomizer.instance import InstanceSecrets, load_secrets, read_session_secret
+from randomizer.throttle import FailureThrottle
 
 LANGUAGES = ("es", "en")
 SECRETS_EXTENSION = "randomizer.secrets"
@@ -85,6 +86,9 @@ def load_instance_secrets(app: Flask, *, required: bool) -> None:
         app.extensions[SECRETS_EXTENSION] = None
         return
     app.extensions[SECRETS_EXTENSION] = secrets
+    app.extensions["randomizer.throttle"] = FailureThrottle(
+        app.config["LOCKOUT_THRESHOLD"], app.config["LOCKOUT_MINUTES"] * 60
+    )
 
 
 def instance_secrets(app: Flask) -> InstanceSecrets:

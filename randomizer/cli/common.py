@@ -26,7 +26,7 @@ def transaction() -> Iterator[Session]:
         session.commit()
     except RandomizerError as exc:
         session.rollback()
-        where = f"{exc.field}: " if exc.field and exc.field not in exc.message else ""
+        where = f"{exc.field}: " if exc.field and f"{exc.field}:" not in exc.message else ""
         raise click.ClickException(f"{where}{exc.message}") from None
     except (IntegrityFailure, KeyFileError) as exc:
         session.rollback()
