@@ -32,7 +32,6 @@ from randomizer.errors import (
     StratumExhausted,
 )
 from randomizer.models import (
-    AllocationList,
     AllocationSlot,
     Dispensation,
     Kit,
@@ -523,12 +522,10 @@ def _dispensing_visit(definition: StudyDefinition, participant: Participant, vis
 
 def _arm_of(session: Session, study: Study, participant: Participant) -> str:
     """The arm of the slot bound to the participant (opened for allocation only)."""
-    slot = session.scalars(
-        select(AllocationSlot).where(AllocationSlot.participant_id == participant.id)
-    ).one()
-    allocation_list = session.get_one(AllocationList, slot.list_id)
-    sealer = sealer_by_key_id(session, study, allocation_list.data_key_id)
-    return lists.slot_arm(session, study, slot, sealer)
+    arm = lists.participant_arm(session, study, participant.id)
+    if arm is None:
+        raise Conflict("This participant has no allocation slot.", field="participant")
+    return arm
 
 
 def replace_kit(

@@ -422,6 +422,22 @@ def extend_stratum(
     return counts[stratum] - current
 
 
+def participant_arm(session: Session, study: Study, participant_id: int) -> str | None:
+    """Open the arm of the slot bound to a participant (None when no slot is bound).
+
+    Only allocation, unblinding and unblinded roles' views call this; those that show the
+    arm to a person audit the disclosure.
+    """
+    slot = session.scalar(
+        select(AllocationSlot).where(AllocationSlot.participant_id == participant_id)
+    )
+    if slot is None:
+        return None
+    allocation_list = session.get_one(AllocationList, slot.list_id)
+    sealer = sealer_by_key_id(session, study, allocation_list.data_key_id)
+    return slot_arm(session, study, slot, sealer)
+
+
 def slot_arm(session: Session, study: Study, slot: AllocationSlot, sealer: RowSealer) -> str:
     """Open a slot's arm. Only allocation, unblinding and unblinded exports call this."""
     return sealer.open("slot", slot_object_id(slot.list_id, slot.stratum, slot.sequence),

@@ -19,17 +19,13 @@ from randomizer import audit
 from randomizer.db import utcnow
 from randomizer.errors import Conflict, InvalidInput, NotFound, NotPermitted, SignatureInvalid
 from randomizer.models import (
-    AllocationList,
-    AllocationSlot,
     Participant,
     Role,
     Study,
     Unblinding,
     User,
 )
-from randomizer.services import notifications
-from randomizer.services.keyring import sealer_by_key_id
-from randomizer.services.lists import slot_arm
+from randomizer.services import lists, notifications
 from randomizer.services.studies import definition_of
 from randomizer.services.users import actor_of, check_signature, has_second_factor, verify_totp
 from randomizer.studydef import StudyDefinition
@@ -156,15 +152,10 @@ def redisclose(
 
 def participant_arm(session: Session, study: Study, participant: Participant) -> str:
     """Open the arm of the slot bound to the participant (callers audit the disclosure)."""
-    slot = session.scalar(
-        select(AllocationSlot).where(AllocationSlot.participant_id == participant.id)
-    )
-    if slot is None or participant.randomization_number is None:
+    arm = lists.participant_arm(session, study, participant.id)
+    if arm is None or participant.randomization_number is None:
         raise _not_randomized()
-    allocation_list = session.get_one(AllocationList, slot.list_id)
-    return slot_arm(
-        session, study, slot, sealer_by_key_id(session, study, allocation_list.data_key_id)
-    )
+    return arm
 
 
 def _not_randomized() -> Conflict:
