@@ -104,19 +104,28 @@ type = "boolean"
 
 PASSWORD = "correct-horse-battery"
 
-_counts: Counter[str] = Counter()
+#: Outcomes per backend: {backend: Counter(outcome)}.
+_outcomes: dict[str, Counter[str]] = {}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        backend = callspec.params.get("backend") if callspec else None
-        _counts[backend or "no database"] += 1
+def _backend_of(nodeid: str) -> str:
+    params = nodeid.rsplit("[", 1)[1].rstrip("]").split("-") if "[" in nodeid else []
+    return next((b for b in ("sqlite", "postgresql") if b in params), "no database")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # One outcome per test: the call, or the setup when it failed or skipped.
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        outcome = "error" if report.when == "setup" and report.failed else report.outcome
+        _outcomes.setdefault(_backend_of(report.nodeid), Counter())[outcome] += 1
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    parts = ", ".join(f"{n} on {name}" for name, n in sorted(_counts.items()))
-    terminalreporter.write_line(f"tests collected per backend: {parts}")
+    parts = [
+        f"{name}: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+        for name, counts in sorted(_outcomes.items())
+    ]
+    terminalreporter.write_line("tests run per backend — " + "; ".join(parts))
 
 
 # --- databases -------------------------------------------------------------------------
