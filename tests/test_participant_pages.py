@@ -87,7 +87,7 @@ def test_screening_registers_an_eligible_participant(inv_client, session):
 def test_screen_failure_names_the_criteria(inv_client, session):
     response = screen(inv_client, screening_body(**{"criterion-age": "12"}))
     page = inv_client.get(response.location).get_data(as_text=True)
-    assert "Criteria not met: age" in page
+    assert "Criteria not met: Age in years." in page
     assert session.scalars(select(Participant)).one().failed_criteria == ["age"]
 
 

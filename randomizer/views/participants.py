@@ -223,7 +223,8 @@ def _register(study_id: int, form: ScreeningBase) -> Next:
     location = url_for("participants.show", participant_id=participant.id)
     if participant.status is P.ELIGIBLE:
         return Next(location, _("Registered: the participant is eligible and can be randomized."))
-    failed = ", ".join(participant.failed_criteria)
+    definition = definition_of(study)
+    failed = "; ".join(definition.criterion(code).text for code in participant.failed_criteria)
     message = _("Screen failure recorded. Criteria not met: %(failed)s.", failed=failed)
     return Next(location, message, "error")
 
