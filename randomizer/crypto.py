@@ -196,7 +196,22 @@ def read_secret_file(path: Path) -> str:
 
 # --- passwords -----------------------------------------------------------------------
 
-_ARGON_PARAMS = {"iterations": 2, "lanes": 1, "memory_cost": 19 * 1024}
+#: Argon2id parameters by profile. ``production`` is OWASP's minimum (m=19 MiB, t=2);
+#: ``bench`` is the cheapest Argon2id allows, for measuring the transactional core apart
+#: from the KDF: only test and benchmark instances may select it (``settings``).
+PASSWORD_PROFILES: dict[str, dict[str, int]] = {
+    "production": {"iterations": 2, "lanes": 1, "memory_cost": 19 * 1024},
+    "bench": {"iterations": 1, "lanes": 1, "memory_cost": 8},
+}
+_ARGON_PARAMS = dict(PASSWORD_PROFILES["production"])
+
+
+def use_password_profile(name: str) -> None:
+    """Hash new passwords (and the dummy check) with this profile's parameters.
+
+    Stored hashes carry their own parameters, so verification is unaffected."""
+    _ARGON_PARAMS.clear()
+    _ARGON_PARAMS.update(PASSWORD_PROFILES[name])
 
 
 def hash_password(password: str) -> str:

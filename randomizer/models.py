@@ -225,15 +225,58 @@ class AllocationSlot(Base):
     list_id: Mapped[int] = mapped_column(ForeignKey("allocation_list.id"))
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
     stratum: Mapped[str] = mapped_column(String(200))
-    block: Mapped[int] = mapped_column(Integer)
-    block_size: Mapped[int] = mapped_column(Integer)
     sequence: Mapped[int] = mapped_column(Integer)
     randomization_number: Mapped[str] = mapped_column(String(32))
-    #: AES-256-GCM sealed arm code; associated data binds it to this row.
+    #: AES-256-GCM sealed arm code, block number and block size (``lists.SlotContent``);
+    #: associated data binds it to this row.
     arm_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[SlotStatus] = mapped_column(_enum(SlotStatus, "slot_status"))
     participant_id: Mapped[int | None] = mapped_column(ForeignKey("participant.id"), unique=True)
     used_at: Mapped[dt.datetime | None]
+
+
+class AllocationStratum(Base):
+    """One stratum of a list: the row an allocation in that stratum locks (``FOR UPDATE``),
+    so strata and sites do not wait on each other."""
+
+    __tablename__ = "allocation_stratum"
+    __table_args__ = (UniqueConstraint("list_id", "stratum"),)
+
+    id: Mapped[intpk]
+    list_id: Mapped[int] = mapped_column(ForeignKey("allocation_list.id"))
+    stratum: Mapped[str] = mapped_column(String(200))
+
+
+class SiteStock(Base):
+    """A site's kit stock as the supply policy sees it; locked by every kit move at the site.
+
+    The figures in plain columns are what masked roles can know anyway (kits sent to the
+    site, kits allocated there, how many kits each participant received). What depends on
+    arms — the available kits of each arm with their expiry, and the kits of each arm ever
+    sent — is one sealed index, so drawing a kit opens one value, not every kit.
+    """
+
+    __tablename__ = "site_stock"
+    __table_args__ = (UniqueConstraint("study_id", "site_code", "is_test"),)
+
+    id: Mapped[intpk]
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    #: A site code, or ``DEPOT`` for the central depot (its row serialises depot picks).
+    site_code: Mapped[str] = mapped_column(String(64))
+    is_test: Mapped[bool] = mapped_column(Boolean)
+    data_key_id: Mapped[str | None] = mapped_column(ForeignKey("data_key.id"))
+    #: AES-256-GCM sealed ``supply.stock.StockIndex``; its length depends on the total only.
+    index_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: Kits ever sent to the site (dispatched to it or made there).
+    credited: Mapped[int] = mapped_column(Integer, default=0)
+    #: Kits allocated at the site (every allocation, replacements included).
+    consumed: Mapped[int] = mapped_column(Integer, default=0)
+    #: Per stratum, how many participants hold how many kits: {stratum: {kits: count}}.
+    holdings: Mapped[dict[str, dict[str, int]]] = mapped_column(JSON, default=dict)
+    #: The site cannot allocate (guaranteed stock of some arm below one); alerted once.
+    closed: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The depot could not fill the last shipment the rule asked for; alerted once.
+    depot_short: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Shipment(Base):

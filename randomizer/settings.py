@@ -10,7 +10,7 @@ from flask import Flask, request, session
 from flask_babel import Babel, get_locale
 from flask_wtf import CSRFProtect
 
-from randomizer.crypto import KeyFileError
+from randomizer.crypto import PASSWORD_PROFILES, KeyFileError, use_password_profile
 from randomizer.db import configure_engine, db
 from randomizer.errors import ConfigurationError, register_error_handlers
 from randomizer.instance import InstanceSecrets, load_secrets, read_session_secret
@@ -63,6 +63,27 @@ def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         db_file = Path(app.instance_path) / "randomizer.sqlite3"
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{db_file}"
+    _password_profile(app)
+
+
+#: A file whose presence marks an instance made by a benchmark script (``bench/``).
+BENCHMARK_MARKER = "benchmark-instance"
+
+
+def _password_profile(app: Flask) -> None:
+    """The cheap ``bench`` hash profile only for tests and benchmark instances."""
+    profile = app.config.get("PASSWORD_PROFILE") or "production"
+    if profile not in PASSWORD_PROFILES:
+        raise ConfigurationError(
+            f"PASSWORD_PROFILE must be one of {', '.join(PASSWORD_PROFILES)} (got {profile!r})"
+        )
+    marked = (Path(app.instance_path) / BENCHMARK_MARKER).exists()
+    if profile != "production" and not (app.config.get("TESTING") or marked):
+        raise ConfigurationError(
+            f"PASSWORD_PROFILE={profile!r} is for tests and benchmarks only: this instance "
+            f"is neither (no {BENCHMARK_MARKER} file in {app.instance_path})"
+        )
+    use_password_profile(profile)
 
 
 def load_instance_secrets(app: Flask, *, required: bool) -> None:
@@ -146,7 +167,7 @@ def init_extensions(app: Flask) -> None:
 #: blueprint and must be imported before it is registered. Absent modules are skipped.
 VIEW_MODULES = (
     "auth_views", "main", "lists", "kits", "pharmacy", "shipments", "participants",
-    "unblinding", "codebreak", "audit_views",
+    "unblinding", "codebreak", "audit_views", "supply",
 )  # fmt: skip
 API_MODULES = ("api_kits", "api_participants", "api_unblinding", "api_audit")
 

@@ -315,7 +315,7 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
     per_stratum = randomization.integer("per_stratum", 1, _MAX_PER_STRATUM)
     stratify_by_site = randomization.flag("stratify_by_site")
     factors = _coded_items(root, "factors", _factor)
-    sites = _coded_items(root, "sites", _site, minimum=1)
+    sites = _coded_items(root, "sites", lambda t: _site(t, block_sizes), minimum=1)
     visits = _coded_items(root, "visits", _visit, minimum=1)
     if not any(visit.dispense for visit in visits):
         raise root.error("visits", "at least one visit must have dispense = true")
@@ -501,10 +501,24 @@ def _factor(t: _Table) -> FactorDef:
     return FactorDef(code, name, tuple(levels))
 
 
-def _site(t: _Table) -> SiteDef:
+def default_levels(block_sizes: tuple[int, ...]) -> tuple[int, int]:
+    """(trigger, resupply) when a site gives none: ship while two kits of every ratio part
+    are still guaranteed, and bring each arm a whole largest block above that."""
+    return 2, 2 + max(block_sizes)
+
+
+def _site(t: _Table, block_sizes: tuple[int, ...]) -> SiteDef:
     code, name = t.code("code"), t.text("name")
-    trigger = t.integer("trigger_level", 0, _MAX_STOCK, default=2)
-    resupply = t.integer("resupply_level", 1, _MAX_STOCK, default=6)
+    trigger_default, resupply_default = default_levels(block_sizes)
+    trigger = t.integer("trigger_level", 0, _MAX_STOCK, default=trigger_default)
+    resupply = t.integer("resupply_level", 1, _MAX_STOCK, default=resupply_default)
+    if trigger < 1:
+        reason = (
+            "must be at least 1: the levels count kits guaranteed whatever the participants' "
+            "arms, and at 0 a site would stop allocating before any shipment is proposed "
+            "(no safety margin)"
+        )
+        raise t.error("trigger_level", reason)
     if trigger >= resupply:
         reason = f"must be lower than resupply_level {resupply} (got {trigger})"
         raise t.error("trigger_level", reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -364,9 +365,13 @@ def test_verify_passes_on_an_untouched_list(runner: Runner, session: Session, st
     assert len(_events(session, "list.verify")) == 1
 
 
-def _reseal(session: Session, study: Study, row: AllocationList, slot: AllocationSlot, arm: str):
+def _reseal(
+    session: Session, study: Study, row: AllocationList, slot: AllocationSlot, **change: Any
+):
+    """Seal the slot again with some of its content changed (an attacker with the key)."""
     cipher = lists.SlotCipher(session, study, row)
-    slot.arm_sealed = cipher.seal(slot.stratum, slot.sequence, arm.encode())
+    content = cipher.open_slot(slot.stratum, slot.sequence, slot.arm_sealed)
+    slot.arm_sealed = cipher.seal(slot.stratum, slot.sequence, replace(content, **change))
     session.commit()
 
 
@@ -382,7 +387,7 @@ def test_verify_detects_a_slot_resealed_with_another_arm(
     ).one()  # fmt: skip
     cipher = lists.SlotCipher(session, study, row)
     arm = cipher.open(slot.stratum, slot.sequence, slot.arm_sealed)
-    _reseal(session, study, row, slot, "PLACEBOX" if arm == "ACTIVEX" else "ACTIVEX")
+    _reseal(session, study, row, slot, arm="PLACEBOX" if arm == "ACTIVEX" else "ACTIVEX")
     result = runner.invoke("list", "verify", "TST", "--dummy")
     assert result.exit_code == 1
     assert "stratum 'S2|grade=low' sequence 3: stored slot differs" in result.output
@@ -393,11 +398,12 @@ def test_verify_detects_a_changed_block_size_and_a_deleted_slot(
     runner: Runner, session: Session, study: Study
 ) -> None:
     runner.invoke("list", "generate", "TST", "--dummy")
-    session.execute(
-        sa.update(AllocationSlot)
-        .where(AllocationSlot.stratum == "S1|grade=high", AllocationSlot.sequence == 1)
-        .values(block_size=99)
-    )
+    (row,) = _lists(session)
+    slot = session.scalars(
+        sa.select(AllocationSlot).where(AllocationSlot.stratum == "S1|grade=high",
+                                        AllocationSlot.sequence == 1)
+    ).one()  # fmt: skip
+    _reseal(session, study, row, slot, block_size=99)
     session.execute(
         sa.delete(AllocationSlot).where(
             AllocationSlot.stratum == "S2|grade=high", AllocationSlot.sequence == 2
@@ -421,7 +427,7 @@ def test_verify_detects_swapped_sealed_arms_as_integrity_failures(
     session.commit()
     result = runner.invoke("list", "verify", "TST", "--dummy")
     assert result.exit_code == 1
-    assert "the sealed arm fails its integrity check" in result.output
+    assert "the sealed slot fails its integrity check" in result.output
 
 
 def test_verify_of_an_imported_list_checks_the_recorded_fingerprint(
@@ -432,8 +438,8 @@ def test_verify_of_an_imported_list_checks_the_recorded_fingerprint(
     assert result.exit_code == 0, result.output
     assert "imported list: no seed to regenerate from" in result.output
     slot = session.scalars(sa.select(AllocationSlot).order_by(AllocationSlot.id).limit(1)).one()
-    slot.block = 2
-    session.commit()
+    (row,) = _lists(session)
+    _reseal(session, study, row, slot, block=2)
     assert runner.invoke("list", "verify", "TST").exit_code == 1
 
 

@@ -159,7 +159,7 @@ def test_swapped_sealed_arms_of_two_kits_fail_to_open(session: Session, study: S
 
 def test_a_kit_arm_moved_onto_a_slot_fails_to_open(session: Session, study: Study) -> None:
     row = lists.generate_list(session, study, kind=ListKind.DUMMY, actor=STAT, per_stratum=2)
-    (kit,) = generate_kits(session, study, count=1, site="S1", actor=audit.SYSTEM)
+    kit = generate_kits(session, study, count=2, site="S1", actor=audit.SYSTEM)[0]
     slot = _two_slots(session)[0]
     slot.arm_sealed = kit.arm_sealed
     with pytest.raises(IntegrityFailure):

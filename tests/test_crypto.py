@@ -185,3 +185,25 @@ def test_the_token_digest_is_sha256_hex():
 
 def test_hmac_over_parts_equals_hmac_over_their_concatenation():
     assert crypto.hmac_sha256(KEY, [b"ab", b"c"]) == crypto.hmac_sha256(KEY, [b"abc"])
+
+
+def test_the_bench_password_profile_is_refused_outside_tests_and_benchmarks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from randomizer import create_app
+    from randomizer.crypto import PASSWORD_PROFILES, hash_password, use_password_profile
+    from randomizer.errors import ConfigurationError
+    from randomizer.instance import ensure_instance_files
+
+    ensure_instance_files(tmp_path)
+    monkeypatch.setenv("RANDOMIZER_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("RANDOMIZER_PASSWORD_PROFILE", "bench")
+    try:
+        with pytest.raises(ConfigurationError, match="tests and benchmarks only"):
+            create_app()
+        (tmp_path / "benchmark-instance").write_text("made by bench/randomize_load.py\n")
+        create_app()
+        assert "m=8,t=1" in hash_password("x" * 12)
+    finally:
+        use_password_profile("production")
+    assert f"m={PASSWORD_PROFILES['production']['memory_cost']}," in hash_password("x" * 12)

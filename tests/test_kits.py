@@ -109,7 +109,7 @@ IMPOSSIBLE = [(a, b) for a in KitStatus for b in KitStatus if b not in TRANSITIO
 def test_impossible_transitions_are_refused_and_change_nothing(
     session: Session, study: Study, start: KitStatus, to: KitStatus
 ) -> None:
-    (kit,) = generate_kits(session, study, count=1, actor=ADMIN, site="S1")
+    kit = generate_kits(session, study, count=2, actor=ADMIN, site="S1")[0]
     kit.status = start
     session.flush()
     before = len(_events(session, "kit.status"))
@@ -128,7 +128,7 @@ def test_every_status_is_in_the_transition_table() -> None:
 def test_transitions_that_need_a_reason_refuse_without_one(
     session: Session, study: Study, to: KitStatus
 ) -> None:
-    (kit,) = generate_kits(session, study, count=1, actor=ADMIN, site="S1")
+    kit = generate_kits(session, study, count=2, actor=ADMIN, site="S1")[0]
     with pytest.raises(InvalidInput):
         change_status(session, study, kit, to, actor=ADMIN, reason="  ")
     change_status(session, study, kit, to, actor=ADMIN, reason="Fell off the shelf")
@@ -149,7 +149,7 @@ def test_available_requires_a_site_and_at_depot_the_depot(session: Session, stud
 def test_set_status_limits_to_own_sites_and_reports_others_as_unknown(
     session: Session, study: Study
 ) -> None:
-    (kit,) = generate_kits(session, study, count=1, actor=ADMIN, site="S2")
+    kit = generate_kits(session, study, count=2, actor=ADMIN, site="S2")[0]
     with pytest.raises(NotFound) as refused:
         set_status(session, study, code=kit.code, to=KitStatus.DAMAGED, actor=ADMIN,
                    reason="x", sites=frozenset({"S1"}))  # fmt: skip
@@ -167,11 +167,27 @@ def test_a_mistyped_code_is_named_as_mistyped(session: Session, study: Study) ->
 
 def test_status_totals_count_by_location_and_status(session: Session, study: Study) -> None:
     generate_kits(session, study, count=6, actor=ADMIN)
-    generate_kits(session, study, count=3, actor=ADMIN, site="S1")
+    generate_kits(session, study, count=4, actor=ADMIN, site="S1")
     assert status_totals(session, study) == {
         None: {KitStatus.AT_DEPOT: 6},
-        "S1": {KitStatus.AVAILABLE: 3},
+        "S1": {KitStatus.AVAILABLE: 4},
     }
+
+
+def test_masked_views_show_a_sites_unbound_kits_only_as_at_site(
+    session: Session, study: Study
+) -> None:
+    from randomizer.services.blinded_kits import AT_SITE, blinded_kits, blinded_totals
+    from randomizer.services.kit_lifecycle import expire_kits
+
+    generate_kits(session, study, count=2, actor=ADMIN, site="S1", lot="L1",
+                  expiry=dt.date(2026, 1, 31))  # fmt: skip
+    generate_kits(session, study, count=2, actor=ADMIN, site="S1", expiry=dt.date(2030, 1, 1))
+    generate_kits(session, study, count=2, actor=ADMIN)
+    expire_kits(session, study, today=dt.date(2026, 2, 1), actor=ADMIN)
+    seen = blinded_kits(session, study)
+    assert {(k.status, k.lot, k.expiry) for k in seen if k.site_code} == {(AT_SITE, None, None)}
+    assert blinded_totals(session, study) == {None: {"at_depot": 2}, "S1": {AT_SITE: 4}}
 
 
 # --- CLI --------------------------------------------------------------------------------
@@ -247,14 +263,38 @@ def test_cli_export_to_an_unwritable_place_fails_and_records_nothing(
 def test_expired_kits_are_marked_and_audited(session: Session, study: Study) -> None:
     from randomizer.services.kit_lifecycle import expire_kits
 
-    old = generate_kits(session, study, count=3, actor=ADMIN, site="S1",
+    old = generate_kits(session, study, count=4, actor=ADMIN, site="S1",
                         expiry=dt.date(2026, 1, 31))  # fmt: skip
+    depot = generate_kits(session, study, count=2, actor=ADMIN, expiry=dt.date(2026, 1, 30))
     fresh = generate_kits(session, study, count=2, actor=ADMIN, expiry=dt.date(2026, 2, 1))
     codes = expire_kits(session, study, today=dt.date(2026, 2, 1), actor=ADMIN)
-    assert sorted(codes) == sorted(k.code for k in old)
-    assert {k.status for k in old} == {KitStatus.EXPIRED}
+    assert sorted(codes) == sorted(k.code for k in old + depot)
+    assert {k.status for k in old + depot} == {KitStatus.EXPIRED}
     assert {k.status for k in fresh} == {KitStatus.AT_DEPOT}
-    assert len(_events(session, "kit.status")) == 3
+    # Depot kits one event each; a site's batch one event, its codes sealed.
+    assert len(_events(session, "kit.status")) == 2
+    (batch,) = _events(session, "kits.expire")
+    assert batch.object_id == "S1/2026-01-31"
+    assert not any(k.code in (batch.new_values or "") for k in old)
+
+
+def test_a_site_batch_expiry_event_has_one_size_whatever_was_left(
+    session: Session, study: Study
+) -> None:
+    from randomizer.services.kit_lifecycle import expire_kits
+
+    sizes = []
+    for n, left in enumerate((4, 1)):
+        site = ("S1", "S2")[n]
+        kits = generate_kits(session, study, count=4, actor=ADMIN, site=site,
+                             expiry=dt.date(2026, 1, 31))  # fmt: skip
+        for kit in kits[left:]:
+            set_status(session, study, code=kit.code, to=KitStatus.QUARANTINED, actor=ADMIN,
+                       reason="Held back")  # fmt: skip
+            change_status(session, study, kit, KitStatus.DESTROYED, actor=ADMIN, reason="x")
+        expire_kits(session, study, today=dt.date(2026, 2, 1), actor=ADMIN)
+        sizes.append(len(_events(session, "kits.expire")[-1].new_values or ""))
+    assert sizes[0] == sizes[1]
 
 
 def test_cli_resupply_proposes_shipments_for_empty_sites(

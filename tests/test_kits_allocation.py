@@ -23,12 +23,12 @@ from randomizer.models import (
 )
 from randomizer.services.kits import (
     NO_SUPPLY_MESSAGE,
-    allocate_kit,
     confirm_dispensing,
     generate_kits,
     kit_arm,
-    replace_kit,
+    set_status,
 )
+from randomizer.services.supply.allocation import allocate_kit, replace_kit
 
 ADMIN = audit.Actor("admin1", "admin")
 INV = audit.Actor("inv1", "investigator")
@@ -92,8 +92,8 @@ def test_no_supply_is_one_message_whichever_arm_is_short(
     kits = generate_kits(session, study, count=4, actor=ADMIN, site="S1")
     for kit, arm in zip(kits, arms_of(session, study, kits), strict=True):
         if arm == short_arm:
-            kit.status = KitStatus.QUARANTINED
-    session.flush()
+            set_status(session, study, code=kit.code, to=KitStatus.QUARANTINED, actor=PHARM,
+                       reason="Temperature excursion")  # fmt: skip
     before = session.scalar(select(func.count()).select_from(AuditEvent))
     participant = make_participant(session, study)
     with pytest.raises(SupplyUnavailable) as refused:

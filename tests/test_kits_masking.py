@@ -26,9 +26,12 @@ from randomizer.models import (
     Study,
     User,
 )
-from randomizer.services import enrollment, lists, pharmacy, shipments, supply
+from randomizer.services import enrollment, lists, pharmacy, shipments
 from randomizer.services.keyring import sealer_by_key_id
-from randomizer.services.kits import allocate_kit, generate_kits, open_arms
+from randomizer.services.kit_lifecycle import change_status
+from randomizer.services.kits import generate_kits, open_arms
+from randomizer.services.supply import policy
+from randomizer.services.supply.allocation import allocate_kit
 from randomizer.services.users import actor_of
 from tests.conftest import PASSWORD, login
 from tests.enrollment_support import call, prepare_supply, register, token_for
@@ -61,7 +64,9 @@ def _stock_only(session: Session, study: Study, site: str, short: str | None) ->
     ).all()  # fmt: skip
     for kit_id, arm in open_arms(session, study, kits).items():
         kit = session.get_one(Kit, kit_id)
-        kit.status = KitStatus.QUARANTINED if arm == short else KitStatus.AVAILABLE
+        to = KitStatus.QUARANTINED if arm == short else KitStatus.AVAILABLE
+        if kit.status is not to:
+            change_status(session, study, kit, to, actor=SYSTEM, reason="Test set-up")
     session.commit()
 
 
@@ -174,7 +179,8 @@ def busy_trial(session: Session, study: Study, users: dict[str, User]) -> dict[s
     first = session.scalars(
         select(Dispensation).where(Dispensation.participant_id == made[0].id)
     ).one()
-    from randomizer.services.kits import confirm_dispensing, replace_kit
+    from randomizer.services.kits import confirm_dispensing
+    from randomizer.services.supply.allocation import replace_kit
 
     replace_kit(session, study, dispensation=first, reason="Cracked vial", actor=pharm)
     second = session.scalars(
@@ -184,7 +190,7 @@ def busy_trial(session: Session, study: Study, users: dict[str, User]) -> dict[s
     for site in ("S1", "S2"):
         proposal = shipments.propose_manual(session, study, site=site, count=4, actor=SYSTEM)
         shipments.dispatch(session, study, shipment=proposal, actor=SYSTEM)
-    supply.check_all(session, study)
+    policy.check_all(session, study)
     pharmacy.inventory(session, study, sites=["S1"], actor=pharm)
     pharmacy.preparation_queue(session, study, sites=["S1"], actor=pharm)
     session.commit()

@@ -34,8 +34,8 @@ def _opened(session: Session, study: Study, row: AllocationList) -> list[sequenc
     for stratum in row.params["strata"]:
         for slot in _slots(session, row):
             if slot.stratum == stratum:
-                arm = lists.slot_arm(session, study, slot, sealer)
-                out.append(sequence.Slot(stratum, slot.block, slot.block_size, slot.sequence, arm))
+                c = lists.slot_content(slot, sealer)
+                out.append(sequence.Slot(stratum, c.block, c.block_size, slot.sequence, c.arm))
     return out
 
 
@@ -59,8 +59,19 @@ def test_slot_cipher_binds_exactly_like_the_row_sealer(session: Session, study: 
     sealer = sealer_by_key_id(session, study, row.data_key_id)
     for stratum in ["S1|grade=low", 'odd "quoted" \\ é|x=y']:
         assert cipher.aad(stratum, 12) == sealer.aad("slot", slot_object_id(row.id, stratum, 12))
-    sealed = cipher.seal("S1|grade=low", 3, b"ACTIVEX")
-    assert sealer.open("slot", slot_object_id(row.id, "S1|grade=low", 3), sealed) == "ACTIVEX"
+    sealed = cipher.seal("S1|grade=low", 3, lists.SlotContent("ACTIVEX", 2, 4))
+    opened = sealer.open("slot", slot_object_id(row.id, "S1|grade=low", 3), sealed)
+    assert lists.parse_slot_content(opened) == lists.SlotContent("ACTIVEX", 2, 4)
+
+
+def test_a_slot_row_holds_no_plaintext_block_structure(session: Session, study: Study) -> None:
+    lists.generate_list(session, study, kind=ListKind.DUMMY, actor=STAT, per_stratum=8)
+    columns = {c.name for c in AllocationSlot.__table__.columns}
+    assert not columns & {"block", "block_size"}
+    # Every sealed content has one length, whatever the arm and block.
+    assert len({len(s) for s in session.scalars(select(AllocationSlot.arm_sealed))}) == 1
+    # Masked summaries count no blocks.
+    assert all(not s.blocks for s in list_summary.summarize(session, study, ListKind.DUMMY).strata)
 
 
 def test_randomization_numbers_are_unique_and_carry_no_arm(session: Session, study: Study) -> None:
@@ -206,7 +217,7 @@ def test_extending_a_missing_list_is_not_found(session: Session, study: Study) -
 
 def test_summary_counts_slots_blocks_and_use(session: Session, study: Study) -> None:
     row = lists.generate_list(session, study, kind=ListKind.DUMMY, actor=STAT, seed=SEED)
-    summary = list_summary.summarize(session, study, ListKind.DUMMY)
+    summary = list_summary.summarize(session, study, ListKind.DUMMY, with_blocks=True)
     assert [s.stratum for s in summary.strata] == row.params["strata"]
     assert summary.slots == sum(row.params["slots"].values())
     assert summary.used == 0

@@ -17,7 +17,7 @@ from randomizer.db import utcnow
 from randomizer.services.kit_lifecycle import expire_kits
 from randomizer.services.kits import EXPORT_COLUMNS, export_rows, generate_kits
 from randomizer.services.studies import get_study
-from randomizer.services.supply import check_all
+from randomizer.services.supply.policy import check_all
 
 
 def _operator() -> audit.Actor:
@@ -40,11 +40,18 @@ def kits_group() -> None:
 @click.option("--site", help="Create them as already received at this site.")
 @click.option("--lot", help="Lot number printed on the labels.")
 @click.option("--expiry", type=click.DateTime(formats=["%Y-%m-%d"]), help="YYYY-MM-DD")
+@click.option("--arm", help="All of this product (a released one-product batch).")
 @with_appcontext
 def generate_command(
-    study: str, count: int, site: str | None, lot: str | None, expiry: dt.datetime | None
+    study: str,
+    count: int,
+    site: str | None,
+    lot: str | None,
+    expiry: dt.datetime | None,
+    arm: str | None,
 ) -> None:
-    """Create COUNT kits with random codes and sealed arms, balanced in blocks."""
+    """Create COUNT kits with random codes and sealed arms: whole units in the study's
+    ratio, or all of one product with --arm. Never prints an arm."""
     kits = run(
         lambda s: generate_kits(
             s,
@@ -54,6 +61,7 @@ def generate_command(
             site=site,
             lot=lot,
             expiry=expiry.date() if expiry else None,
+            arm=arm,
         )
     )
     where = f"available at site {site}" if site else "at the depot"

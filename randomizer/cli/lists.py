@@ -233,7 +233,7 @@ def extend_command(study_code: str, stratum: str, slots: int, dummy: bool) -> No
 @with_appcontext
 def show_command(study_code: str, dummy: bool) -> None:
     """Summary: slots and use per stratum, block-size counts, fingerprint (never arms)."""
-    summary = run(lambda s: summarize(s, get_study(s, study_code), _kind(dummy)))
+    summary = run(lambda s: summarize(s, get_study(s, study_code), _kind(dummy), with_blocks=True))
     row = summary.row
     click.echo(
         f"{row.kind.value} list of {study_code} ({row.source}, {row.algorithm_version}), "

@@ -65,8 +65,7 @@ def demo_logins(session: Session) -> list[str]:
 
 
 #: Kits made at each demo site (received there, ready to allocate).
-#: Kits are balanced in blocks of 4, so 12 kits give 6 per arm: the resupply level of the
-#: demo sites. More per arm would make the resupply rule depend on which arm is used.
+#: Kits made at a site come in whole units (6 per arm here: the demo's resupply level).
 DEMO_KITS_PER_SITE = 12
 
 

@@ -4,10 +4,12 @@ Plain functions that take the session first, flush, audit and never commit. A re
 raises before anything is written or after flushes the caller's rollback undoes, so a
 refused attempt leaves no trace in the list, the kits or the audit trail.
 
-Allocation (randomize, dispense) runs under ``lock_allocations``: on PostgreSQL a row lock
-on the study (``SELECT … FOR UPDATE``, waiting rather than skipping, which would leave
-gaps) serialises every allocation of the study, so two transactions never take the same
-slot or kit; on SQLite every transaction already holds the write lock from BEGIN.
+Allocation locks only what it shares, always in this order (``SELECT … FOR UPDATE``,
+waiting rather than skipping, which would leave gaps): the participant, the stratum's row
+(``lock_stratum``: two randomizations never take the same slot), the site's stock row
+(``supply.stock``: never the same kit), the kit drawn, the depot's stock row when a
+shipment is proposed, and last the audit chain's head. Sites and strata do not wait on
+each other. On SQLite every transaction already holds the write lock from BEGIN.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from randomizer.errors import (
     StratumExhausted,
 )
 from randomizer.models import (
+    AllocationList,
     AllocationSlot,
+    AllocationStratum,
     Dispensation,
     Kit,
     ListKind,
@@ -47,6 +51,7 @@ from randomizer.services import kits as kit_service
 from randomizer.services import lists
 from randomizer.services.keyring import sealer_by_key_id
 from randomizer.services.studies import definition_of
+from randomizer.services.supply import allocation
 from randomizer.services.users import actor_of, check_signature
 from randomizer.studydef import InvalidAnswer, StudyDefinition, VisitDef
 
@@ -312,17 +317,23 @@ def _reason(reason: object) -> str:
 # --- allocation ------------------------------------------------------------------------
 
 
-def lock_allocations(session: Session, study_id: int) -> Study:
-    """Serialise allocations of a study: lock its row until the transaction ends.
-
-    Every operation that takes a slot or a kit of the study holds this lock first.
-    """
-    return session.execute(
-        select(Study)
-        .where(Study.id == study_id)
+def lock_stratum(session: Session, allocation_list: AllocationList, stratum: str) -> None:
+    """Lock a stratum of a list (its row is made on first use) until the transaction ends:
+    the next free slot of that stratum is then ours alone."""
+    query = (
+        select(AllocationStratum.id)
+        .where(AllocationStratum.list_id == allocation_list.id,
+               AllocationStratum.stratum == stratum)
         .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+    )  # fmt: skip
+    if session.scalar(query) is not None:
+        return
+    try:
+        with session.begin_nested():
+            session.add(AllocationStratum(list_id=allocation_list.id, stratum=stratum))
+    except IntegrityError:  # made concurrently: lock the one that won
+        pass
+    session.execute(query).scalar_one()
 
 
 def _lock_participant(session: Session, participant_id: int) -> Participant:
@@ -367,8 +378,8 @@ def randomize(
     check_signature(session, signer, password, RANDOMIZE_MEANING)
     signed_at = utcnow()
     actor = actor_of(signer)
-    study = lock_allocations(session, participant.study_id)
     participant = _lock_participant(session, participant.id)
+    study = session.get_one(Study, participant.study_id)
     _refuse_unless_eligible(participant)  # it may have changed while we waited
     if participant.is_test != (study.mode is StudyMode.TESTING):
         raise Conflict(
@@ -378,7 +389,7 @@ def randomize(
         )
     slot, arm = _next_slot(session, study, participant)
     visit = baseline_visit(definition_of(study)).code
-    kit = kit_service.allocate_kit(
+    kit = allocation.allocate_kit(
         session, study, site=participant.site_code, arm=arm, participant_id=participant.id,
         visit=visit, actor=actor,
     )  # fmt: skip
@@ -415,6 +426,7 @@ def _next_slot(
             "changed; ask the study statistician.",
             field="list",
         )
+    lock_stratum(session, allocation_list, participant.stratum)
     slot = session.scalar(
         select(AllocationSlot)
         .where(
@@ -477,10 +489,9 @@ def dispense(
                            field="override_reason")  # fmt: skip
     check_signature(session, signer, password, DISPENSE_MEANING.format(visit=code))
     signed_at, actor = utcnow(), actor_of(signer)
-    study = lock_allocations(session, participant.study_id)
     participant = _lock_participant(session, participant.id)
     _dispensing_visit(definition, participant, code)  # re-check under the lock
-    kit = kit_service.allocate_kit(
+    kit = allocation.allocate_kit(
         session, study, site=participant.site_code, arm=_arm_of(session, study, participant),
         participant_id=participant.id, visit=code, actor=actor, today=today,
     )  # fmt: skip
@@ -539,13 +550,13 @@ def replace_kit(
 ) -> str:
     """Replace a participant's damaged or lost kit by another of the same arm; the new code.
 
-    Runs under the allocation lock like every other allocation. The reason is required and
-    audited with both codes (never the arm).
+    Runs under the participant's and the site's locks like every other allocation. The
+    reason is required and audited with both codes (never the arm).
     """
     why = _reason(reason)
     code = kitcodes.canonical(kit_code) if isinstance(kit_code, str) else ""
-    study = lock_allocations(session, participant.study_id)
     participant = _lock_participant(session, participant.id)
+    study = session.get_one(Study, participant.study_id)
     if participant.status is not P.RANDOMIZED:
         raise Conflict(
             "Only kits of randomized participants are replaced here.", field="participant"
@@ -561,7 +572,7 @@ def replace_kit(
     )
     if held is None:
         raise InvalidInput(f"kit_code: this participant holds no kit {code!r}.", field="kit_code")
-    new = kit_service.replace_kit(
+    new = allocation.replace_kit(
         session, study, dispensation=held, reason=why, actor=actor, lost=lost,
         sites=frozenset({participant.site_code}),
     )  # fmt: skip

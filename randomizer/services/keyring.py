@@ -66,6 +66,21 @@ class RowSealer:
     def seal(self, kind: str, object_id: object, value: str) -> bytes:
         return self._sealer.seal(pad(value.encode("utf-8")), self.aad(kind, object_id))
 
+    def seal_bytes(self, kind: str, object_id: object, data: bytes) -> bytes:
+        """Seal bytes as they are (no padding: the caller makes sure the length tells
+        nothing it may not)."""
+        return self._sealer.seal(data, self.aad(kind, object_id))
+
+    def open_bytes(self, kind: str, object_id: object, sealed: bytes) -> bytes:
+        """Open what ``seal_bytes`` sealed for this row."""
+        try:
+            return self._sealer.unseal(sealed, self.aad(kind, object_id))
+        except IntegrityFailure:
+            raise IntegrityFailure(
+                f"sealed {kind} {object_id} of study {self.study_code} failed its integrity "
+                "check (altered, or moved from another row); it was not opened"
+            ) from None
+
     def open(self, kind: str, object_id: object, sealed: bytes) -> str:
         try:
             return unpad(self._sealer.unseal(sealed, self.aad(kind, object_id))).decode("utf-8")

@@ -7,6 +7,7 @@ where the kit is.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 from sqlalchemy import select
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from randomizer import audit
 from randomizer.errors import Conflict, InvalidInput
 from randomizer.models import Kit, KitStatus, Study
+from randomizer.services.supply.stock import lock_stock, moved, pool_of, pools
 
 S = KitStatus
 #: Every status a kit may move to from each status; anything else is refused.
@@ -72,12 +74,18 @@ def change_status(
 ) -> None:
     """Move one kit to another status (checked against TRANSITIONS) and audit the move.
 
-    The kit's row is locked and re-read first, so a concurrent move is seen and checked.
+    The kit's stock row (its site's or the depot's) and then the kit's row are locked and
+    re-read first — the order every allocation takes them in — so a concurrent move is seen
+    and checked, and the two never wait on each other in a circle.
     """
+    pool = pool_of(kit)
+    if pool is not None:
+        lock_stock(session, study, pool, is_test=kit.is_test)
     session.refresh(kit, with_for_update=True)
     check_transition(kit, to, reason)
-    old = kit.status
+    old, before = kit.status, pools([kit])
     kit.status = to
+    moved(session, study, before, [kit])
     session.flush()
     audit.record(
         session, actor=actor, action=action, object_type="kit", object_id=kit.code,
@@ -94,7 +102,14 @@ EXPIRABLE = frozenset({S.AT_DEPOT, S.AVAILABLE, S.QUARANTINED})
 def expire_kits(
     session: Session, study: Study, *, today: dt.date, actor: audit.Actor = audit.SYSTEM
 ) -> list[str]:
-    """Mark kits whose expiry date has passed as expired (one audited move each)."""
+    """Mark kits whose expiry date has passed as expired; returns their codes.
+
+    At the depot each move is audited on its own. At a site, how many kits of a batch are
+    left to expire depends on which arms drew from it, so each site's batch (its expiry
+    date) is one audited event whatever the count, with the codes sealed and padded to
+    the number of kits of that date ever sent to the site: masked readers of the trail
+    learn that the batch expired, not how much of it was left.
+    """
     kits = session.scalars(
         select(Kit)
         .where(
@@ -105,7 +120,44 @@ def expire_kits(
         )
         .order_by(Kit.code)
     ).all()
+    batches: dict[tuple[str, dt.date, bool], list[Kit]] = {}
     for kit in kits:
-        change_status(session, study, kit, S.EXPIRED, actor=actor,
-                      reason=f"Expired on {kit.expiry}.")  # fmt: skip
+        if kit.site_code is None:
+            change_status(session, study, kit, S.EXPIRED, actor=actor,
+                          reason=f"Expired on {kit.expiry}.")  # fmt: skip
+        else:
+            assert kit.expiry is not None
+            batches.setdefault((kit.site_code, kit.expiry, kit.is_test), []).append(kit)
+    for (site, expiry, is_test), group in sorted(batches.items()):
+        _expire_site_batch(session, study, site, expiry, is_test, group, actor)
     return [k.code for k in kits]
+
+
+def _expire_site_batch(
+    session: Session,
+    study: Study,
+    site: str,
+    expiry: dt.date,
+    is_test: bool,
+    kits: list[Kit],
+    actor: audit.Actor,
+) -> None:
+    stock = lock_stock(session, study, site, is_test=is_test)
+    before = pools(kits)
+    for kit in kits:
+        session.refresh(kit, with_for_update=True)
+        check_transition(kit, S.EXPIRED)
+        kit.status = S.EXPIRED
+    moved(session, study, before, kits)
+    sent = stock.index.retire(expiry)
+    stock.save()
+    codes = ",".join(k.code for k in kits).ljust(max(sent, len(kits)) * 10)
+    sealed = stock.seal_note(f"expired/{expiry.isoformat()}", codes.encode())
+    session.flush()
+    audit.record(
+        session, actor=actor, action="kits.expire", object_type="site_batch",
+        object_id=f"{site}/{expiry.isoformat()}", study_code=study.code,
+        new={"status": S.EXPIRED.value, "site": site, "expiry": expiry.isoformat(),
+             "kit_codes_sealed": base64.b64encode(sealed).decode("ascii")},
+        reason=f"Expired on {expiry.isoformat()}.",
+    )  # fmt: skip

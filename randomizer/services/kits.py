@@ -11,31 +11,25 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit, kitcodes, sequence
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, InvalidInput, NotFound, SupplyUnavailable
+from randomizer.errors import Conflict, InvalidInput, NotFound
 from randomizer.models import Dispensation, Kit, KitStatus, Participant, Study, StudyMode
 from randomizer.services.keyring import RowSealer, sealer_by_key_id, sealer_for
 from randomizer.services.kit_lifecycle import S, change_status, check_transition
 from randomizer.services.studies import definition_of
-from randomizer.studydef import StudyDefinition
+from randomizer.services.supply import stock
 
 KIT_PURPOSE = "kits"
 MAX_KITS_PER_CALL = 100_000
 
 
-def kit_arm_blocks(study: Study, count: int, generator: sequence.Generator) -> list[str]:
-    """Arm codes for ``count`` kits, balanced in shuffled blocks of twice the ratio sum.
-
-    A final partial block takes a random part of a full shuffled block, so no arm is ever
-    more than one block ahead.
-    """
-    arms = definition_of(study).arms
-    unit = [a.code for a in arms for _ in range(a.ratio)] * 2
-    out: list[str] = []
-    while len(out) < count:
-        block = list(unit)
-        generator.shuffle(block)
-        out.extend(block[: count - len(out)])
-    return out
+def batch_arms(study: Study, count: int, generator: sequence.Generator) -> list[str]:
+    """Arm codes for ``count`` kits: whole units (one kit per ratio part) in the exact
+    ratio, the remainder (depot batches only) a random part of one more unit."""
+    unit = [a.code for a in definition_of(study).arms for _ in range(a.ratio)]
+    whole, rest = divmod(count, len(unit))
+    extra = list(unit)
+    generator.shuffle(extra)
+    return unit * whole + extra[:rest]
 
 
 def generate_kits(
@@ -47,23 +41,21 @@ def generate_kits(
     site: str | None = None,
     lot: str | None = None,
     expiry: dt.date | None = None,
+    arm: str | None = None,
 ) -> list[Kit]:
     """Create kits with fresh random codes and sealed arms; at the depot, or received at
-    ``site``. Rows are inserted in code order. Audited with counts only (never arms)."""
-    definition = definition_of(study)
-    if not 1 <= count <= MAX_KITS_PER_CALL:
-        raise InvalidInput(f"The count must be between 1 and {MAX_KITS_PER_CALL}.", field="count")
-    if site is not None and site not in {s.code for s in definition.sites}:
-        raise InvalidInput(f"Study {study.code} has no site {site!r}.", field="site")
-    if lot is not None and not 1 <= len(lot.strip()) <= 64:
-        raise InvalidInput("The lot must be 1–64 characters.", field="lot")
+    ``site``; all of one product with ``arm`` (a released manufacturing batch). Rows are
+    inserted in code order. Audited with counts only (never arms).
+
+    Kits made at a site without ``arm`` come in whole units, so the site's stock stays
+    exactly balanced (the blind supply bound counts on it).
+    """
+    _check_batch(study, count=count, site=site, lot=lot, arm=arm)
     sealer = sealer_for(session, study, KIT_PURPOSE)
     generator = sequence.Generator(secrets.token_bytes(32))
-    arms = kit_arm_blocks(study, count, generator)
-    # The blocks fix how many kits of each arm the batch holds; which code gets which arm is
-    # a uniformly random pairing. Pairing block order with code order would make kits next
-    # to each other in the list (and in row ids) block mates: one kit's arm, once known
-    # (an emergency unblinding), would then shift the odds for its neighbours.
+    arms = [arm] * count if arm is not None else batch_arms(study, count, generator)
+    # Which code gets which arm is a uniformly random pairing: kits next to each other in
+    # the list (and in row ids) tell nothing about each other's arms.
     generator.shuffle(arms)
     codes = _fresh_codes(session, count)
     status = KitStatus.AVAILABLE if site else KitStatus.AT_DEPOT
@@ -71,18 +63,44 @@ def generate_kits(
         Kit(study_id=study.id, code=code, data_key_id=sealer.key_id, status=status,
             site_code=site, lot=lot.strip() if lot else None, expiry=expiry,
             is_test=study.mode is StudyMode.TESTING,
-            arm_sealed=sealer.seal("kit", code, arm))
-        for code, arm in zip(codes, arms, strict=True)
+            arm_sealed=sealer.seal("kit", code, kit_arm_code))
+        for code, kit_arm_code in zip(codes, arms, strict=True)
     ]  # fmt: skip
     session.add_all(kits)
     session.flush()
+    if site is not None:
+        stock.credit(session, study, site, kits)
+    stock.moved(session, study, {}, kits)
     audit.record(
         session, actor=actor, action="kits.generate", object_type="kit_batch",
         object_id=f"{kits[0].code}..{kits[-1].code}", study_code=study.code,
         new={"count": count, "site": site, "status": status.value, "lot": lot,
-             "expiry": expiry.isoformat() if expiry else None},
+             "expiry": expiry.isoformat() if expiry else None, "one_product": arm is not None},
     )  # fmt: skip
     return kits
+
+
+def _check_batch(
+    study: Study, *, count: int, site: str | None, lot: str | None, arm: str | None
+) -> None:
+    definition = definition_of(study)
+    unit = sum(a.ratio for a in definition.arms)
+    if not 1 <= count <= MAX_KITS_PER_CALL:
+        raise InvalidInput(f"The count must be between 1 and {MAX_KITS_PER_CALL}.", field="count")
+    if site is not None and site not in {s.code for s in definition.sites}:
+        raise InvalidInput(f"Study {study.code} has no site {site!r}.", field="site")
+    if lot is not None and not 1 <= len(lot.strip()) <= 64:
+        raise InvalidInput("The lot must be 1–64 characters.", field="lot")
+    if arm is not None and arm not in {a.code for a in definition.arms}:
+        choices = ", ".join(a.code for a in definition.arms)
+        raise InvalidInput(f"Study {study.code} has no arm {arm!r} (its arms: {choices}).",
+                           field="arm")  # fmt: skip
+    if site is not None and arm is None and count % unit:
+        raise InvalidInput(
+            f"Kits made at a site come in whole units: the count must be a multiple of "
+            f"{unit} (one kit per ratio part of every product).",
+            field="count",
+        )
 
 
 def _fresh_codes(session: Session, count: int) -> list[str]:
@@ -158,19 +176,34 @@ def set_status(
     actor: audit.Actor,
     reason: str | None,
     sites: frozenset[str] | None = None,
+    off_site_only: bool = False,
 ) -> Kit:
     """Change a kit's status by its (typed) code; ``sites`` limits it to a user's own sites.
 
-    A kit outside ``sites`` is reported exactly like an unknown one.
+    A kit outside ``sites`` is reported exactly like an unknown one. ``off_site_only``
+    (masked callers) refuses every kit held at a site with one answer, whatever its
+    status: which of a site's kits are still on the shelf is for its pharmacist to know.
     """
     kit = get_kit(session, study, code)
     if sites is not None and kit.site_code not in sites:
         raise NotFound(f"No kit {kit.code} at your sites.", field="kit_code")
+    if off_site_only and kit.site_code is not None and kit.status is not S.IN_TRANSIT:
+        raise Conflict(
+            f"Kit {kit.code} is at site {kit.site_code}: its pharmacist records what happens "
+            "to it there.",
+            field="kit_code",
+        )
     if kit.status is S.ALLOCATED and to in (S.DAMAGED, S.LOST):
         raise Conflict(
             f"Kit {kit.code} is allocated to a participant: report it through the "
             "replacement of that participant's kit.",
             field="kit_code",
+        )
+    if to is S.EXPIRED and (kit.expiry is None or kit.expiry >= utcnow().date()):
+        raise Conflict(
+            f"Kit {kit.code} is still in date: kits expire by their date (the daily expiry "
+            "run); quarantine it instead.",
+            field="status",
         )
     change_status(session, study, kit, to, actor=actor, reason=reason)
     return kit
@@ -185,141 +218,13 @@ NO_SUPPLY_MESSAGE = (
 )
 
 
-def window_close(
-    definition: StudyDefinition, visit: str, *, start: dt.date | None, today: dt.date
-) -> dt.date:
-    """Last day on which a kit for this visit may still be dispensed.
-
-    The visit's window closes ``day + window_days`` after the participant's randomization
-    date (``start``); before randomization (the baseline kit) the window is counted from
-    today. Never earlier than today.
-    """
-    v = definition.visit(visit)
-    close = (start or today) + dt.timedelta(days=v.day + v.window_days)
-    return max(close, today)
-
-
-def allocatable_kits(
-    session: Session, study: Study, *, site: str, usable_until: dt.date, is_test: bool
-) -> list[Kit]:
-    """Available kits at a site that are still in date on ``usable_until`` (any arm)."""
-    return list(
-        session.scalars(
-            select(Kit)
-            .where(
-                Kit.study_id == study.id,
-                Kit.site_code == site,
-                Kit.status == KitStatus.AVAILABLE,
-                Kit.is_test == is_test,
-                or_(Kit.expiry.is_(None), Kit.expiry >= usable_until),
-            )
-            .order_by(Kit.id)
-        )
-    )
-
-
-def allocate_kit(
-    session: Session,
-    study: Study,
-    *,
-    site: str,
-    arm: str,
-    participant_id: int,
-    visit: str,
-    actor: audit.Actor,
-    today: dt.date | None = None,
-) -> Kit:
-    """Allocate a random in-date kit of ``arm`` at ``site`` to a participant's visit.
-
-    Candidates: status available at the site, same test/live kind as the participant, and
-    not expiring before the visit's dispensing window closes (``window_close``: the kit
-    must still be in date on that day; quarantined and expired kits are never available).
-    One is drawn uniformly with ``secrets`` (never the lowest code), marked allocated, its
-    Dispensation created, the allocation audited (code, participant, visit; no arm) and
-    the site's blinded resupply rule run. Every available kit at the site is opened, so
-    the work done does not depend on the arm either. When none fits: SupplyUnavailable
-    with one fixed message, and nothing changed. The caller holds the allocation lock and
-    owns the transaction.
-    """
-    from randomizer.services import supply  # supply builds on this module
-
-    today = today or utcnow().date()
-    definition = definition_of(study)
-    participant = session.get(Participant, participant_id)
-    if participant is None or participant.study_id != study.id:
-        raise NotFound(f"No participant {participant_id} in study {study.code}.",
-                       field="participant_id")  # fmt: skip
-    if participant.site_code != site:
-        raise InvalidInput(f"Participant {participant_id} is not at site {site}.", field="site")
-    try:
-        visit_def = definition.visit(visit)
-    except KeyError:
-        raise InvalidInput(f"Study {study.code} has no visit {visit!r}.", field="visit") from None
-    try:
-        arm_def = definition.arm(arm)
-    except KeyError:
-        # Never name the arm: this message could reach a masked caller.
-        raise InvalidInput("The allocation asked for an arm the study does not define.",
-                           field="arm") from None  # fmt: skip
-    if not visit_def.dispense:
-        raise InvalidInput(f"Visit {visit} has no kit to dispense.", field="visit")
-    _refuse_second_kit(session, participant_id, visit)
-    start = participant.randomized_at.date() if participant.randomized_at else None
-    until = window_close(definition, visit, start=start, today=today)
-    kit = _draw(session, study, site=site, arm=arm_def.code, until=until,
-                is_test=participant.is_test)  # fmt: skip
-    check_transition(kit, KitStatus.ALLOCATED)
-    kit.status = KitStatus.ALLOCATED
-    session.add(Dispensation(participant_id=participant_id, visit=visit, kit_id=kit.id,
-                             status="allocated", allocated_by=actor.username))  # fmt: skip
-    session.flush()
-    audit.record(
-        session, actor=actor, action="kit.allocate", object_type="kit", object_id=kit.code,
-        study_code=study.code, participant_id=participant_id,
-        old={"status": KitStatus.AVAILABLE.value},
-        new={"status": KitStatus.ALLOCATED.value, "kit_code": kit.code, "visit": visit,
-             "site": site},
-    )  # fmt: skip
-    supply.check_site(session, study, site=site, actor=audit.SYSTEM, today=today)
-    return kit
-
-
-def _draw(
-    session: Session, study: Study, *, site: str, arm: str, until: dt.date, is_test: bool
-) -> Kit:
-    candidates = allocatable_kits(session, study, site=site, usable_until=until, is_test=is_test)
-    arms = open_arms(session, study, candidates)
-    matching = [k for k in candidates if arms[k.id] == arm]
-    while matching:
-        kit = matching.pop(secrets.randbelow(len(matching)))
-        # The caller's allocation lock keeps other allocations out, but not a pharmacist
-        # reporting this very kit damaged: lock the row and make sure it is still free.
-        session.refresh(kit, with_for_update=True)
-        if kit.status is KitStatus.AVAILABLE:
-            return kit
-    raise SupplyUnavailable(NO_SUPPLY_MESSAGE)
-
-
 ACTIVE_DISPENSATION = ("allocated", "dispensed")
 
 
-def _refuse_second_kit(session: Session, participant_id: int, visit: str) -> None:
-    held = session.scalar(
-        select(Dispensation.id).where(
-            Dispensation.participant_id == participant_id,
-            Dispensation.visit == visit,
-            Dispensation.status.in_(ACTIVE_DISPENSATION),
-        )
-    )
-    if held is not None:
-        raise Conflict(
-            f"Participant {participant_id} already has a kit for visit {visit}.", field="visit"
-        )
-
-
-def _dispensation_in_scope(
+def dispensation_in_scope(
     session: Session, study: Study, dispensation: Dispensation, sites: frozenset[str] | None
 ) -> tuple[Kit, Participant]:
+    """The dispensation's kit and participant, or NotFound outside ``sites``."""
     kit = session.get(Kit, dispensation.kit_id)
     participant = session.get(Participant, dispensation.participant_id)
     if (
@@ -332,64 +237,6 @@ def _dispensation_in_scope(
     return kit, participant
 
 
-def replace_kit(
-    session: Session,
-    study: Study,
-    *,
-    dispensation: Dispensation,
-    reason: str,
-    actor: audit.Actor,
-    lost: bool = False,
-    sites: frozenset[str] | None = None,
-    today: dt.date | None = None,
-) -> Kit:
-    """Replace a damaged (or ``lost``) allocated or dispensed kit by another of the same arm.
-
-    The new kit is drawn as in ``allocate_kit`` (random, in date for the visit's window);
-    when none exists: SupplyUnavailable with the same fixed message, and nothing changed.
-    The old kit becomes damaged or lost, its dispensation ``replaced``; audited with the
-    reason and both codes (no arm).
-    """
-    from randomizer.services import supply
-
-    today = today or utcnow().date()
-    if not reason or not reason.strip():
-        raise InvalidInput("Give the reason the kit is replaced.", field="reason")
-    old_kit, participant = _dispensation_in_scope(session, study, dispensation, sites)
-    if dispensation.status not in ACTIVE_DISPENSATION:
-        raise Conflict(f"Kit {old_kit.code} was already replaced.", field="dispensation")
-    outcome = KitStatus.LOST if lost else KitStatus.DAMAGED
-    check_transition(old_kit, outcome, reason)
-    start = participant.randomized_at.date() if participant.randomized_at else None
-    until = window_close(definition_of(study), dispensation.visit, start=start, today=today)
-    arm = kit_arm(session, study, old_kit)
-    site = participant.site_code
-    new_kit = _draw(session, study, site=site, arm=arm, until=until,
-                    is_test=participant.is_test)  # fmt: skip
-    change_status(session, study, old_kit, outcome, actor=actor, reason=reason,
-                  participant_id=participant.id)  # fmt: skip
-    check_transition(new_kit, KitStatus.ALLOCATED)
-    new_kit.status = KitStatus.ALLOCATED
-    dispensation.status = "replaced"
-    replacement = Dispensation(
-        participant_id=participant.id, visit=dispensation.visit, kit_id=new_kit.id,
-        status="allocated", allocated_by=actor.username, replaces_id=dispensation.id,
-        override_reason=reason.strip(),
-    )  # fmt: skip
-    session.add(replacement)
-    session.flush()
-    audit.record(
-        session, actor=actor, action="kit.replace", object_type="kit", object_id=new_kit.code,
-        study_code=study.code, participant_id=participant.id,
-        old={"kit_code": old_kit.code, "status": outcome.value},
-        new={"kit_code": new_kit.code, "status": KitStatus.ALLOCATED.value,
-             "visit": dispensation.visit, "site": site},
-        reason=reason.strip(),
-    )  # fmt: skip
-    supply.check_site(session, study, site=site, actor=audit.SYSTEM, today=today)
-    return new_kit
-
-
 def confirm_dispensing(
     session: Session,
     study: Study,
@@ -400,7 +247,7 @@ def confirm_dispensing(
     sites: frozenset[str] | None = None,
 ) -> Kit:
     """The pharmacist confirms an allocated kit was handed out (optionally scanning it)."""
-    kit, participant = _dispensation_in_scope(session, study, dispensation, sites)
+    kit, participant = dispensation_in_scope(session, study, dispensation, sites)
     if kit_code is not None:
         scanned = get_kit(session, study, kit_code)
         if scanned.id != kit.id:

@@ -276,16 +276,20 @@ def export_list(
     caller commits only after the file is complete, and discards it if the commit fails.
     """
     row = get_list(session, study, kind)
-    cipher = SlotCipher(session, study, row) if unblinded else None
+    # The block structure is sealed with the arm: every slot is opened, the arm is written
+    # only when unblinded.
+    cipher = SlotCipher(session, study, row)
     writer = csv.writer(out)
     writer.writerow(UNBLINDED_COLUMNS if unblinded else COLUMNS)
     count = 0
     for stratum in row.params["strata"]:
         with closing(stored_slots(session, row, stratum)) as stored:
-            for block, size, seq, number, status, sealed in stored:
-                cells = [stratum, block, size, seq, number, SlotStatus(status).value]
-                if cipher is not None:
-                    cells.append(cipher.open(stratum, seq, sealed))
+            for seq, number, status, sealed in stored:
+                content = cipher.open_slot(stratum, seq, sealed)
+                cells = [stratum, content.block, content.block_size, seq, number,
+                         SlotStatus(status).value]  # fmt: skip
+                if unblinded:
+                    cells.append(content.arm)
                 writer.writerow(cells)
                 count += 1
                 if progress and count % FETCH == 0:
@@ -303,13 +307,13 @@ def export_list(
 
 def stored_slots(
     session: Session, row: AllocationList, stratum: str
-) -> Generator[tuple[int, int, int, str, Any, bytes], None, None]:
-    """(block, block_size, sequence, number, status, sealed arm) of a stratum, by sequence,
+) -> Generator[tuple[int, str, Any, bytes], None, None]:
+    """(sequence, number, status, sealed content) of a stratum's slots, by sequence,
     fetched in rounds (a server-side cursor on PostgreSQL) so memory stays flat."""
     result = session.execute(
         select(
-            AllocationSlot.block, AllocationSlot.block_size, AllocationSlot.sequence,
-            AllocationSlot.randomization_number, AllocationSlot.status, AllocationSlot.arm_sealed,
+            AllocationSlot.sequence, AllocationSlot.randomization_number, AllocationSlot.status,
+            AllocationSlot.arm_sealed,
         )
         .where(AllocationSlot.list_id == row.id, AllocationSlot.stratum == stratum)
         .order_by(AllocationSlot.sequence),
@@ -317,4 +321,4 @@ def stored_slots(
     )  # fmt: skip
     with result:  # closes the server-side cursor when the reader stops early, too
         for r in result:
-            yield r[0], r[1], r[2], r[3], r[4], r[5]
+            yield r[0], r[1], r[2], r[3]

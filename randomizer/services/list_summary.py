@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, distinct, func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from randomizer.models import AllocationList, AllocationSlot, ListKind, SlotStatus, Study
-from randomizer.services.lists import get_list
+from randomizer.services.list_files import stored_slots
+from randomizer.services.lists import SlotCipher, get_list
 
 
 @dataclass
@@ -50,8 +52,14 @@ class ListSummary:
         return dict(sorted(total.items()))
 
 
-def summarize(session: Session, study: Study, kind: ListKind) -> ListSummary:
-    """Slots, use and block-size counts per stratum of a list."""
+def summarize(
+    session: Session, study: Study, kind: ListKind, *, with_blocks: bool = False
+) -> ListSummary:
+    """Slots and use per stratum of a list; block-size counts only ``with_blocks``.
+
+    Block sizes are list structure, sealed with each slot's arm: only the statistician's
+    page and ``list show`` ask for them (every slot is then opened), never a masked role.
+    """
     row = get_list(session, study, kind)
     strata = {s: StratumSummary(s) for s in row.params["strata"]}
     where = AllocationSlot.list_id == row.id
@@ -65,12 +73,20 @@ def summarize(session: Session, study: Study, kind: ListKind) -> ListSummary:
         entry.slots += n
         if status is SlotStatus.USED:
             entry.used += n
-    blocks: Sequence[Row[Any]] = session.execute(
-        select(AllocationSlot.stratum, AllocationSlot.block_size, func.count(distinct(
-            AllocationSlot.block)))
-        .where(where)
-        .group_by(AllocationSlot.stratum, AllocationSlot.block_size)
-    ).all()  # fmt: skip
-    for stratum, size, n in blocks:
-        strata[stratum].blocks[size] = n
+    if with_blocks:
+        _count_blocks(session, study, row, strata)
     return ListSummary(row, list(strata.values()))
+
+
+def _count_blocks(
+    session: Session, study: Study, row: AllocationList, strata: dict[str, StratumSummary]
+) -> None:
+    cipher = SlotCipher(session, study, row)
+    for stratum, entry in strata.items():
+        seen: set[int] = set()
+        with closing(stored_slots(session, row, stratum)) as stored:
+            for seq, _number, _status, sealed in stored:
+                content = cipher.open_slot(stratum, seq, sealed)
+                if content.block not in seen:
+                    seen.add(content.block)
+                    entry.blocks[content.block_size] = entry.blocks.get(content.block_size, 0) + 1

@@ -25,6 +25,7 @@ from randomizer.services.list_files import FETCH, stored_slots
 from randomizer.services.lists import (
     Progress,
     SlotCipher,
+    SlotContent,
     get_list,
     open_seed,
     randomization_number,
@@ -151,7 +152,7 @@ def _stratum(
     index: int,
     stratum: str,
     cipher: SlotCipher,
-    rows: Iterator[tuple[int, int, int, str, object, bytes]],
+    rows: Iterator[tuple[int, str, object, bytes]],
     expected: Iterator[sequence.Slot] | None,
     digest: Any,
     report: VerifyReport,
@@ -161,15 +162,15 @@ def _stratum(
     derived = row.source == "generated"
     pending = next(expected, None) if expected is not None else None
     stored = 0
-    for block, size, seq, number, _status, sealed in rows:
+    for seq, number, _status, sealed in rows:
         stored += 1
         where = f"stratum {stratum!r} sequence {seq}"
         try:
-            arm = cipher.open(stratum, seq, sealed)
+            content = cipher.open_slot(stratum, seq, sealed)
         except IntegrityFailure:
-            report.note(f"{where}: the sealed arm fails its integrity check")
-            arm = "\ufffd"
-        slot = sequence.Slot(stratum, block, size, seq, arm)
+            report.note(f"{where}: the sealed slot fails its integrity check")
+            content = SlotContent("\ufffd", 0, 0)
+        slot = sequence.Slot(stratum, content.block, content.block_size, seq, content.arm)
         digest.update(sequence.canonical_line(slot))
         if expected is not None:
             while pending is not None and pending.sequence < seq:

@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -96,8 +97,39 @@ def find_list(session: Session, study: Study, kind: ListKind) -> AllocationList 
     )
 
 
+#: Separates the arm, block number and block size inside a slot's sealed content.
+SLOT_SEPARATOR = "\x1f"
+
+
+@dataclass(frozen=True)
+class SlotContent:
+    """What a slot's seal holds: its arm and its place in the block structure.
+
+    The block number and block size are sealed with the arm (never plaintext columns): a
+    copy of the database would otherwise show which slots are block mates, and so that
+    the last slot of every block is determined by the others.
+    """
+
+    arm: str
+    block: int
+    block_size: int
+
+
+def slot_plaintext(arm: str, block: int, block_size: int) -> bytes:
+    """The padded plaintext sealed for a slot (always ``PADDED_BYTES`` long)."""
+    return pad(f"{arm}{SLOT_SEPARATOR}{block}{SLOT_SEPARATOR}{block_size}".encode())
+
+
+def parse_slot_content(text: str) -> SlotContent:
+    """Undo ``slot_plaintext`` (after unpadding); a malformed content fails integrity."""
+    parts = text.split(SLOT_SEPARATOR)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise IntegrityFailure("a sealed slot holds a malformed content")
+    return SlotContent(parts[0], int(parts[1]), int(parts[2]))
+
+
 class SlotCipher:
-    """Seals and opens the arms of one list's slots under the list's data key.
+    """Seals and opens the contents of one list's slots under the list's data key.
 
     The associated data is exactly :class:`RowSealer`'s for ``("slot", slot_object_id)``,
     so either opens what the other sealed; it is assembled from a per-stratum prefix
@@ -132,11 +164,17 @@ class SlotCipher:
     def aad(self, stratum: str, seq: int) -> bytes:
         return f"{self.aad_prefix(stratum)}{seq}{self.aad_tail}".encode()
 
-    def seal(self, stratum: str, seq: int, arm: bytes) -> bytes:
+    def seal(self, stratum: str, seq: int, content: SlotContent) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self.encrypt(nonce, pad(arm), self.aad(stratum, seq))
+        plain = slot_plaintext(content.arm, content.block, content.block_size)
+        return nonce + self.encrypt(nonce, plain, self.aad(stratum, seq))
 
     def open(self, stratum: str, seq: int, sealed: bytes) -> str:
+        """The slot's arm."""
+        return self.open_slot(stratum, seq, sealed).arm
+
+    def open_slot(self, stratum: str, seq: int, sealed: bytes) -> SlotContent:
+        """The slot's arm, block number and block size."""
         try:
             if len(sealed) < NONCE_BYTES + 16:
                 raise InvalidTag
@@ -149,7 +187,7 @@ class SlotCipher:
                 f"{self.study_code} failed its integrity check (altered, or moved from another "
                 "row); it was not opened"
             ) from None
-        return unpad(plain).decode("utf-8")
+        return parse_slot_content(unpad(plain).decode("utf-8"))
 
 
 def _check_changeable(study: Study, kind: ListKind, action: str) -> None:
@@ -293,7 +331,6 @@ def store_slots(
     cipher = SlotCipher(session, study, row)
     encrypt, urandom, tail = cipher.encrypt, os.urandom, cipher.aad_tail
     prefixes = {s: _number_prefix(row.kind, i + 1) for i, s in enumerate(row.params["strata"])}
-    arm_bytes = {a: pad(a.encode("utf-8")) for a, _ratio in row.params["arms"]}
     list_id, study_id, available = row.id, study.id, SlotStatus.AVAILABLE.value
     digest = hashlib.sha256()
     counts: dict[str, int] = {}
@@ -308,10 +345,10 @@ def store_slots(
         counts[stratum] = counts.get(stratum, 0) + 1
         lines.append(f"{stratum}\t{slot.block}\t{slot.block_size}\t{seq}\t{slot.arm}\n")
         nonce = urandom(NONCE_BYTES)
-        sealed = nonce + encrypt(nonce, arm_bytes[slot.arm], f"{aad_prefix}{seq}{tail}".encode())
+        plain = slot_plaintext(slot.arm, slot.block, slot.block_size)
+        sealed = nonce + encrypt(nonce, plain, f"{aad_prefix}{seq}{tail}".encode())
         number = next(numbers) if numbers else f"{number_prefix}{seq:04d}"
-        batch.append((list_id, study_id, stratum, slot.block, slot.block_size, seq, number,
-                      sealed, available))  # fmt: skip
+        batch.append((list_id, study_id, stratum, seq, number, sealed, available))
         if len(batch) >= BATCH:
             _insert(session, batch, progress)
             digest.update("".join(lines).encode("utf-8"))
@@ -323,8 +360,8 @@ def store_slots(
 
 
 _SLOT_COLUMNS = (
-    "list_id", "study_id", "stratum", "block", "block_size", "sequence",
-    "randomization_number", "arm_sealed", "status",
+    "list_id", "study_id", "stratum", "sequence", "randomization_number", "arm_sealed",
+    "status",
 )  # fmt: skip
 
 
@@ -440,8 +477,13 @@ def participant_arm(session: Session, study: Study, participant_id: int) -> str 
 
 def slot_arm(session: Session, study: Study, slot: AllocationSlot, sealer: RowSealer) -> str:
     """Open a slot's arm. Only allocation, unblinding and unblinded exports call this."""
-    return sealer.open("slot", slot_object_id(slot.list_id, slot.stratum, slot.sequence),
-                       slot.arm_sealed)  # fmt: skip
+    return slot_content(slot, sealer).arm
+
+
+def slot_content(slot: AllocationSlot, sealer: RowSealer) -> SlotContent:
+    """Open a slot's sealed content (arm, block, block size): unblinded uses only."""
+    object_id = slot_object_id(slot.list_id, slot.stratum, slot.sequence)
+    return parse_slot_content(sealer.open("slot", object_id, slot.arm_sealed))
 
 
 def mark_used(slot: AllocationSlot, participant_id: int) -> None:

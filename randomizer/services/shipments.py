@@ -4,18 +4,19 @@ A shipment is proposed (its kits reserved at the depot), dispatched by an admin 
 transit), then received by the site pharmacist one code at a time, typed or scanned: each
 code is checked (check character, then membership of this shipment) before anything is
 recorded, so a batch with one bad code changes nothing. Finishing the receipt reports the
-kits never scanned as missing. Nothing here ever opens an arm except to pick depot kits
-(``pick_depot_kits``), and no answer depends on one.
+kits never scanned as missing. Nothing here opens an arm but the stock indexes (``supply.
+stock``), kept true in the same transaction; shipments are whole units, so no answer
+depends on an arm.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
 from randomizer import audit, kitcodes
@@ -30,9 +31,9 @@ from randomizer.models import (
     Study,
     StudyMode,
 )
-from randomizer.services.keyring import RowSealer, sealer_by_key_id
 from randomizer.services.kit_lifecycle import check_transition
 from randomizer.services.studies import definition_of
+from randomizer.services.supply.stock import DEPOT, credit, lock_stock, moved, pools
 
 _SHUFFLE = random.SystemRandom()
 MAX_SHIPMENT_KITS = 1000
@@ -123,57 +124,42 @@ def shelf_horizons(study: Study, today: dt.date) -> tuple[dt.date, dt.date]:
     return today + dt.timedelta(days=first.day + first.window_days), today + dt.timedelta(days=last)
 
 
-def pick_depot_kits(
-    session: Session, study: Study, wanted: Mapping[str, int], *, today: dt.date
-) -> tuple[list[Kit], bool]:
-    """Unreserved, in-date depot kits: ``wanted[arm]`` of each arm, chosen at random among
-    those with the longest useful shelf life. Returns (kits, short) where ``short`` says the
-    depot could not supply them all."""
+def pick_depot_units(
+    session: Session, study: Study, units: int, *, today: dt.date
+) -> tuple[list[Kit], dict[str, int]]:
+    """Free, in-date depot kits for up to ``units`` whole units (one kit per ratio part).
+
+    Returns (kits, short): as many whole units as the depot can fill, and per arm the kits
+    missing for the rest. Per arm the kits that last to the close of the last dispensing
+    window are taken first, earliest expiry first (then the longest-lasting of the
+    others), at random among equal expiries. The depot's stock row is locked, so two
+    proposals never take the same kit.
+    """
     short_h, long_h = shelf_horizons(study, today)
-    # Plain rows, not ORM objects: a depot can hold tens of thousands of kits.
-    pool = list(
-        session.execute(
-            select(Kit.id, Kit.code, Kit.data_key_id, Kit.arm_sealed, Kit.expiry).where(
-                Kit.study_id == study.id,
-                Kit.status == KitStatus.AT_DEPOT,
-                Kit.shipment_id.is_(None),
-                Kit.is_test == current_is_test(study),
-                or_(Kit.expiry.is_(None), Kit.expiry >= short_h),
-            )
-        )
-    )
-    _SHUFFLE.shuffle(pool)
-    pool.sort(key=lambda row: row.expiry is not None and row.expiry < long_h)
-    # Open arms in that random order only until every arm has what it needs.
-    needed = {arm: n for arm, n in wanted.items() if n > 0}
-    sealers: dict[str, RowSealer] = {}
-    chosen: list[int] = []
-    for row in pool:
-        if not needed:
-            break
-        if row.data_key_id not in sealers:
-            sealers[row.data_key_id] = sealer_by_key_id(session, study, row.data_key_id)
-        arm = sealers[row.data_key_id].open("kit", row.code, row.arm_sealed)
-        if needed.get(arm, 0) > 0:
-            chosen.append(row.id)
-            needed[arm] -= 1
-            if not needed[arm]:
-                del needed[arm]
+    ratios = {a.code: a.ratio for a in definition_of(study).arms}
+    depot = lock_stock(session, study, DEPOT, is_test=current_is_test(study))
+    order = {arm: _depot_order(depot.index.kits[arm], short_h, long_h) for arm in ratios}
+    filled = min([units, *(len(order[arm]) // r for arm, r in ratios.items())])
+    short = {arm: units * r - len(order[arm]) for arm, r in ratios.items()
+             if len(order[arm]) < units * r}  # fmt: skip
+    chosen = [kit_id for arm, r in ratios.items() for kit_id in order[arm][: filled * r]]
     kits = session.scalars(select(Kit).where(Kit.id.in_(chosen)).order_by(Kit.code)).all()
-    return list(kits), bool(needed)
+    return list(kits), short
 
 
-def balanced_counts(study: Study, count: int) -> dict[str, int]:
-    """Split ``count`` kits between the arms in the study's ratio (remainder at random)."""
-    arms = definition_of(study).arms
-    unit = [a.code for a in arms for _ in range(a.ratio)]
-    out = {a.code: 0 for a in arms}
-    full, rest = divmod(count, len(unit))
-    for code in unit:
-        out[code] += full
-    for code in _SHUFFLE.sample(unit, rest):
-        out[code] += 1
-    return out
+def _depot_order(entries: list[tuple[int, int]], short_h: dt.date, long_h: dt.date) -> list[int]:
+    lasting = [e for e in entries if e[0] >= long_h.toordinal()]
+    usable = [e for e in entries if short_h.toordinal() <= e[0] < long_h.toordinal()]
+    _SHUFFLE.shuffle(lasting)
+    _SHUFFLE.shuffle(usable)
+    lasting.sort(key=lambda e: e[0])
+    usable.sort(key=lambda e: -e[0])
+    return [kit_id for _expiry, kit_id in lasting + usable]
+
+
+def unit_size(study: Study) -> int:
+    """Kits in one unit: one per ratio part of every arm."""
+    return sum(a.ratio for a in definition_of(study).arms)
 
 
 # --- proposing, dispatching, cancelling ------------------------------------------------
@@ -203,9 +189,11 @@ def create_shipment(
     )  # fmt: skip
     session.add(shipment)
     session.flush()
+    before = pools(kits)
     for kit in kits:
         kit.shipment_id = shipment.id
         session.add(ShipmentLine(shipment_id=shipment.id, kit_id=kit.id, outcome="pending"))
+    moved(session, study, before, kits)
     session.flush()
     audit.record(
         session, actor=actor, action="shipment.propose", object_type="shipment",
@@ -225,14 +213,26 @@ def propose_manual(
     actor: audit.Actor,
     today: dt.date | None = None,
 ) -> Shipment:
-    """An admin's shipment of ``count`` kits, split between the arms in the study's ratio."""
+    """An admin's shipment of ``count`` kits in whole units (the arms in the study's ratio):
+    every arriving kit keeps the site's stock balanced, so the blind supply bound holds.
+    Refused, with nothing changed, when the depot cannot fill it."""
+    unit = unit_size(study)
     if not 1 <= count <= MAX_SHIPMENT_KITS:
         raise InvalidInput(f"The count must be between 1 and {MAX_SHIPMENT_KITS}.", field="count")
-    kits, short = pick_depot_kits(
-        session, study, balanced_counts(study, count), today=today or utcnow().date()
-    )
-    return create_shipment(session, study, site=site, kits=kits, actor=actor, origin="manual",
-                           depot_short=short)  # fmt: skip
+    if count % unit:
+        raise InvalidInput(
+            f"The count must be a multiple of {unit} (one kit per ratio part of every "
+            "product), so that the shipment is balanced.",
+            field="count",
+        )
+    kits, short = pick_depot_units(session, study, count // unit, today=today or utcnow().date())
+    if short:
+        raise Conflict(
+            f"The depot can fill {len(kits)} of these {count} kits; nothing was proposed. "
+            "Ask for fewer, or release more kits to the depot.",
+            field="count",
+        )
+    return create_shipment(session, study, site=site, kits=kits, actor=actor, origin="manual")
 
 
 def _kits_of(session: Session, shipment: Shipment) -> list[Kit]:
@@ -270,6 +270,7 @@ def dispatch(session: Session, study: Study, *, shipment: Shipment, actor: audit
         check_transition(kit, KitStatus.IN_TRANSIT)
     for kit in kits:
         kit.status, kit.site_code = KitStatus.IN_TRANSIT, shipment.site_code
+    credit(session, study, shipment.site_code, kits)
     shipment.status = ShipmentStatus.IN_TRANSIT
     shipment.dispatched_by, shipment.dispatched_at = actor.username, utcnow()
     session.flush()
@@ -289,8 +290,11 @@ def cancel(
     _require_status(shipment, ShipmentStatus.PROPOSED)
     if not reason or not reason.strip():
         raise InvalidInput("Give the reason the shipment is cancelled.", field="reason")
-    for kit in _kits_of(session, shipment):
+    kits = _kits_of(session, shipment)
+    before = pools(kits)
+    for kit in kits:
         kit.shipment_id = None
+    moved(session, study, before, kits)
     for line in session.scalars(
         select(ShipmentLine).where(ShipmentLine.shipment_id == shipment.id)
     ):
@@ -380,11 +384,13 @@ def receive_kits(
     for _line, kit in pairs:
         check_transition(kit, to, remark)
     now = utcnow()
+    before = pools(k for _l, k in pairs)
     for line, kit in pairs:
         kit.status, kit.site_code = to, shipment.site_code
         line.outcome, line.checked_by, line.checked_at, line.remark = (
             outcome, actor.username, now, remark
         )  # fmt: skip
+    moved(session, study, before, [k for _l, k in pairs])
     session.flush()
     audit.record(
         session, actor=actor, action=f"shipment.{outcome}", object_type="shipment",
@@ -404,12 +410,9 @@ def finish_receipt(
     shipment: Shipment,
     actor: audit.Actor,
     remark: str | None = None,
-    today: dt.date | None = None,
 ) -> list[str]:
     """Close the receipt: kits never checked in are reported missing (lost). Returns their
-    codes. Then runs the site's resupply rule (lost kits may leave it short)."""
-    from randomizer.services import supply
-
+    codes. (``supply.policy.finish_receipt`` then runs the site's resupply rule.)"""
     _require_status(shipment, ShipmentStatus.IN_TRANSIT)
     reason = (remark or "").strip() or f"Not found on receipt of shipment {shipment.id}."
     rows = session.execute(
@@ -436,6 +439,4 @@ def finish_receipt(
         new={"status": shipment.status.value, "missing": missing},
         reason=reason if missing else None,
     )  # fmt: skip
-    supply.check_site(session, study, site=shipment.site_code, actor=audit.SYSTEM,
-                      today=today or utcnow().date())  # fmt: skip
     return missing

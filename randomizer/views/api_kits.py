@@ -14,9 +14,9 @@ from flask import Response, jsonify, request
 from randomizer.auth import current, current_actor
 from randomizer.db import db
 from randomizer.errors import NotFound
-from randomizer.models import Kit, Role, Study
+from randomizer.models import Role, Study
 from randomizer.services import pharmacy
-from randomizer.services.kits import list_kits
+from randomizer.services.blinded_kits import blinded_kits
 from randomizer.services.studies import get_study
 from randomizer.views.api import bp, require
 
@@ -62,6 +62,6 @@ def study_kits(code: str) -> Response:
         ]
     else:
         sites = _sites(study, wanted, study_sites)
-        rows: list[Kit] = list_kits(session, study, sites=sites if wanted else None)
-        kits = [_kit(k.code, k.status.value, k.site_code, k.lot, k.expiry, k.is_test) for k in rows]
+        rows = blinded_kits(session, study, sites=sites if wanted else None)
+        kits = [_kit(k.code, k.status, k.site_code, k.lot, k.expiry, k.is_test) for k in rows]
     return jsonify({"study": study.code, "site": wanted, "count": len(kits), "kits": kits})

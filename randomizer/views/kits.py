@@ -18,8 +18,8 @@ from randomizer.auth import current_actor, roles_required
 from randomizer.db import db
 from randomizer.errors import RandomizerError
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
-from randomizer.services.kits import MAX_KITS_PER_CALL, generate_kits, list_kits, set_status
-from randomizer.services.kits import status_totals as kit_totals
+from randomizer.services.blinded_kits import AT_SITE, blinded_kits, blinded_totals
+from randomizer.services.kits import MAX_KITS_PER_CALL, generate_kits, set_status
 from randomizer.services.studies import get_study
 from randomizer.views import navigation
 
@@ -47,6 +47,11 @@ KIT_STATUS_LABELS = {
     KitStatus.RETURNED: _l("returned"),
     KitStatus.DESTROYED: _l("destroyed"),
 }
+#: The statuses a masked role can meet (besides "at site"): the depot's, the road's, and
+#: those of kits bound to participants.
+MASKED_STATUSES = (KitStatus.AT_DEPOT, KitStatus.IN_TRANSIT, KitStatus.ALLOCATED,
+                   KitStatus.DISPENSED, KitStatus.DAMAGED, KitStatus.LOST, KitStatus.EXPIRED,
+                   KitStatus.QUARANTINED, KitStatus.RETURNED, KitStatus.DESTROYED)  # fmt: skip
 SHIPMENT_STATUS_LABELS = {
     ShipmentStatus.PROPOSED: _l("proposed"),
     ShipmentStatus.IN_TRANSIT: _l("in transit"),
@@ -62,8 +67,14 @@ OUTCOME_LABELS = {
 }
 
 
+#: What masked roles see of a site's kit bound to no participant (``blinded_kits``).
+AT_SITE_LABEL = _l("at site")
+
+
 @bp.app_template_filter("kit_status")
 def kit_status_label(status: KitStatus | str) -> str:
+    if status == AT_SITE:
+        return str(AT_SITE_LABEL)
     return str(KIT_STATUS_LABELS[KitStatus(status)])
 
 
@@ -115,27 +126,28 @@ def _generate_form(study: Study) -> GenerateKitsForm:
 @roles_required(Role.ADMIN)
 def index() -> str:
     studies = db.session.scalars(select(Study).order_by(Study.code)).all()
-    totals = {s.code: kit_totals(db.session(), s) for s in studies}
+    totals = {s.code: blinded_totals(db.session(), s) for s in studies}
     return render_template("kits/index.html", studies=studies, totals=totals)
 
 
 def _study_page(study: Study, generate: GenerateKitsForm, status: KitStatusForm) -> str:
     site = request.args.get("site") or None
+    choices = {s.value: KIT_STATUS_LABELS[s] for s in MASKED_STATUSES} | {AT_SITE: AT_SITE_LABEL}
     wanted = request.args.get("status") or None
-    statuses = [KitStatus(wanted)] if wanted in set(KitStatus) else None
-    kits = list_kits(db.session(), study, sites=[site] if site else None, statuses=statuses)
+    wanted = wanted if wanted in choices else None
+    kits = blinded_kits(db.session(), study, sites=[site] if site else None, status=wanted)
     page = max(1, request.args.get("page", 1, type=int) or 1)
     return render_template(
         "kits/study.html",
         study=study,
-        totals=kit_totals(db.session(), study),
+        totals=blinded_totals(db.session(), study),
         kits=kits[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
         total=len(kits),
         page=page,
         pages=max(1, -(-len(kits) // PAGE_SIZE)),
         site=site,
         status=wanted,
-        statuses=KIT_STATUS_LABELS,
+        statuses=choices,
         generate=generate,
         status_form=status,
     )
@@ -188,6 +200,7 @@ def change_status(code: str) -> Any:
             to=KitStatus(form.status.data),
             actor=current_actor(),
             reason=form.reason.data,
+            off_site_only=True,
         )
     except RandomizerError as err:
         refuse(form, err, "code")

@@ -186,7 +186,8 @@ def _index_with(generate: GenerateForm, upload: ImportForm) -> str:
 @roles_required(STAT, Role.ADMIN)
 def summary(code: str, kind: str, extend: ExtendForm | None = None) -> Any:
     study = _study(code)
-    result = summarize(db.session(), study, ListKind(kind))
+    # Block structure and slot totals are list structure: the statistician's page only.
+    result = summarize(db.session(), study, ListKind(kind), with_blocks=current().role is STAT)
     form = extend or ExtendForm()
     form.stratum.choices = [SelectChoice(s) for s in result.row.params["strata"]]
     return render_template(

@@ -19,9 +19,10 @@ from randomizer.db import db
 from randomizer.errors import NotFound, RandomizerError
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
 from randomizer.services import pharmacy, shipments
-from randomizer.services.enrollment import lock_allocations
-from randomizer.services.kits import confirm_dispensing, get_kit, replace_kit, set_status
+from randomizer.services.kits import confirm_dispensing, get_kit, set_status
 from randomizer.services.studies import get_study
+from randomizer.services.supply import policy
+from randomizer.services.supply.allocation import replace_kit
 from randomizer.transaction import run_in_transaction
 from randomizer.views import navigation
 from randomizer.views.kits import kit_status_label, refuse
@@ -219,7 +220,7 @@ def finish(code: str, shipment_id: int) -> Any:
     form = FinishForm()
     if not form.validate_on_submit():
         return _receipt(study, shipment_id, finish=form), 422
-    missing = shipments.finish_receipt(
+    missing = policy.finish_receipt(
         db.session(),
         study,
         shipment=shipment,
@@ -248,8 +249,8 @@ def damage(code: str) -> Any:
     study_id = study.id
 
     def work() -> str:
-        # A replacement allocates a kit: it takes the same lock as every allocation.
-        return _report(lock_allocations(db.session(), study_id), own, form)
+        # A replacement allocates a kit: it takes the site's stock lock like every allocation.
+        return _report(db.session().get_one(Study, study_id), own, form)
 
     try:
         message = run_in_transaction(db.session(), work)

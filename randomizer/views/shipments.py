@@ -18,8 +18,9 @@ from randomizer.auth import current_actor, roles_required
 from randomizer.db import db
 from randomizer.errors import RandomizerError
 from randomizer.models import Role, Study
-from randomizer.services import shipments, supply
+from randomizer.services import shipments
 from randomizer.services.studies import get_study
+from randomizer.services.supply import policy
 from randomizer.views import navigation
 from randomizer.views.kits import refuse
 
@@ -106,7 +107,7 @@ def resupply(code: str) -> Any:
     study = get_study(db.session(), code)
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for(".index"))
-    proposed = supply.check_all(db.session(), study)
+    proposed = policy.check_all(db.session(), study)
     db.session.commit()
     flash(_("Resupply check done: %(n)d shipment(s) proposed.", n=len(proposed)), "success")
     return redirect(url_for(".index"))

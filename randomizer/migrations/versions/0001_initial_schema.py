@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:47:38.371266
+Create Date: 2026-12-01 12:37:51.846805
 """
 
 from __future__ import annotations
@@ -362,6 +362,33 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_kit_study_id"), ["study_id"], unique=False)
 
     op.create_table(
+        "site_stock",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("study_id", sa.Integer(), nullable=False),
+        sa.Column("site_code", sa.String(length=64), nullable=False),
+        sa.Column("is_test", sa.Boolean(), nullable=False),
+        sa.Column("data_key_id", sa.String(length=32), nullable=True),
+        sa.Column("index_sealed", sa.LargeBinary(), nullable=True),
+        sa.Column("credited", sa.Integer(), nullable=False),
+        sa.Column("consumed", sa.Integer(), nullable=False),
+        sa.Column("holdings", sa.JSON(), nullable=False),
+        sa.Column("closed", sa.Boolean(), nullable=False),
+        sa.Column("depot_short", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["data_key_id"], ["data_key.id"], name=op.f("fk_site_stock_data_key_id_data_key")
+        ),
+        sa.ForeignKeyConstraint(
+            ["study_id"], ["study.id"], name=op.f("fk_site_stock_study_id_study")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_site_stock")),
+        sa.UniqueConstraint(
+            "study_id",
+            "site_code",
+            "is_test",
+            name=op.f("uq_site_stock_study_id_site_code_is_test"),
+        ),
+    )
+    op.create_table(
         "unblinding",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("participant_id", sa.Integer(), nullable=False),
@@ -388,8 +415,6 @@ def upgrade() -> None:
         sa.Column("list_id", sa.Integer(), nullable=False),
         sa.Column("study_id", sa.Integer(), nullable=False),
         sa.Column("stratum", sa.String(length=200), nullable=False),
-        sa.Column("block", sa.Integer(), nullable=False),
-        sa.Column("block_size", sa.Integer(), nullable=False),
         sa.Column("sequence", sa.Integer(), nullable=False),
         sa.Column("randomization_number", sa.String(length=32), nullable=False),
         sa.Column("arm_sealed", sa.LargeBinary(), nullable=False),
@@ -439,6 +464,21 @@ def upgrade() -> None:
             "ix_allocation_slot_next", ["list_id", "stratum", "status", "sequence"], unique=False
         )
 
+    op.create_table(
+        "allocation_stratum",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("list_id", sa.Integer(), nullable=False),
+        sa.Column("stratum", sa.String(length=200), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["list_id"],
+            ["allocation_list.id"],
+            name=op.f("fk_allocation_stratum_list_id_allocation_list"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_allocation_stratum")),
+        sa.UniqueConstraint(
+            "list_id", "stratum", name=op.f("uq_allocation_stratum_list_id_stratum")
+        ),
+    )
     op.create_table(
         "dispensation",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -553,6 +593,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_dispensation_participant_id"))
 
     op.drop_table("dispensation")
+    op.drop_table("allocation_stratum")
     with op.batch_alter_table("allocation_slot", schema=None) as batch_op:
         batch_op.drop_index("ix_allocation_slot_next")
 
@@ -561,6 +602,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_unblinding_participant_id"))
 
     op.drop_table("unblinding")
+    op.drop_table("site_stock")
     with op.batch_alter_table("kit", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_kit_study_id"))
         batch_op.drop_index("ix_kit_site_status")
