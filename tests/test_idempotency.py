@@ -133,7 +133,7 @@ def echo(app):
     def replay(stored: dict[str, Any]) -> Any:
         return jsonify({**stored, "arm": "re-disclosed", "replayed": True}), 200
 
-    @idempotent(sanitize=sanitize, replay=replay)
+    @idempotent(authorize=lambda: None, sanitize=sanitize, replay=replay)
     def work() -> tuple[dict[str, Any], int]:
         body = request.get_json()
         CALLS.append(body)

@@ -162,10 +162,15 @@ def participant_study_code(participant: Participant) -> str:
     return db.session.get_one(Study, participant.study_id).code
 
 
-@bp.post("/participants/<int:participant_id>/randomize")
-@idempotent()
-def randomize(participant_id: int) -> tuple[Body, int]:
+def investigator_of(participant_id: int) -> None:
+    """Who may randomize or dispense: an investigator of the participant's site (else 403/404)."""
     require(Role.INVESTIGATOR)
+    visible_participant(participant_id)
+
+
+@bp.post("/participants/<int:participant_id>/randomize")
+@idempotent(authorize=investigator_of)
+def randomize(participant_id: int) -> tuple[Body, int]:
     password = signature_password(read_json_object())
     participant = visible_participant(participant_id)
     done = enrollment.randomize(db.session(), participant, signer=current(), password=password)
@@ -178,9 +183,8 @@ def randomize(participant_id: int) -> tuple[Body, int]:
 
 
 @bp.post("/participants/<int:participant_id>/dispense")
-@idempotent()
+@idempotent(authorize=investigator_of)
 def dispense(participant_id: int) -> tuple[Body, int]:
-    require(Role.INVESTIGATOR)
     body = read_json_object()
     visit = text_field(body, "visit")
     override = text_field(body, "override_reason", required=False)

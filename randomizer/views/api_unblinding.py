@@ -14,9 +14,8 @@ from flask import Response, jsonify
 from randomizer.auth import current
 from randomizer.db import db
 from randomizer.errors import InvalidInput
-from randomizer.models import Role
 from randomizer.services import unblinding
-from randomizer.views.api import bp, require
+from randomizer.views.api import bp
 from randomizer.views.api_participants import iso, object_field, read_json_object, text_field
 from randomizer.views.idempotency import idempotent
 from randomizer.views.unblinding import deliver_after_response
@@ -39,10 +38,13 @@ def _redisclose(stored: Body) -> tuple[Response, int]:
     return jsonify(_answer(result, stored.get("unblinded_at"))), 200
 
 
+def _may_unblind(participant_id: int) -> None:
+    unblinding.find_participant(db.session(), participant_id, current())
+
+
 @bp.post("/participants/<int:participant_id>/unblind")
-@idempotent(sanitize=_without_arm, replay=_redisclose)
+@idempotent(authorize=_may_unblind, sanitize=_without_arm, replay=_redisclose)
 def unblind(participant_id: int) -> tuple[Body, int]:
-    require(Role.INVESTIGATOR)
     body = read_json_object()
     _one_participant(body, participant_id)
     signature = object_field(body, "signature")

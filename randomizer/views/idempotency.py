@@ -16,18 +16,20 @@ serialization failure or busy database)::
         return jsonify({**stored, "arm": arm}), 200
 
     @bp.post("/participants/<int:participant_id>/unblind")
-    @idempotent(sanitize=_without_arm, replay=_redisclose)
+    @idempotent(authorize=_may_unblind, sanitize=_without_arm, replay=_redisclose)
     def unblind(participant_id: int) -> tuple[dict[str, Any], int]:
         require(Role.INVESTIGATOR)
         body = read_json_object()               # parse and check shape
         result = unblinding.unblind(db.session(), ...)   # service: flushes, never commits
         return {"participant_id": ..., "arm": {...}, "unblinded_at": ...}, 200
 
-What the client sees: no key → 400; the same key and body again → the stored answer (or
-``replay(stored)``) with no second effect; the same key with a different body (or on
-another endpoint) → 422; the same key while the first request runs → 409. A refused or
-failed request leaves no answer behind, so the key may be retried once the cause is fixed.
-The in-flight marker is committed in its own transaction before the work starts.
+What the client sees: a caller who may not make the request gets the same 403 or 404
+whether or not the key was answered before; no key → 400; the same key and body again →
+the stored answer (or ``replay(stored)``) with no second effect; the same key with a
+different body (or on another endpoint) → 422; the same key while the first request runs
+→ 409. A refused or failed request leaves no answer behind, so the key may be retried once
+the cause is fixed. The in-flight marker is committed in its own transaction before the
+work starts.
 """
 
 from __future__ import annotations
@@ -51,12 +53,16 @@ HEADER = "Idempotency-Key"
 
 def idempotent(
     *,
+    authorize: Callable[..., object],
     sanitize: Callable[[Body], Body] | None = None,
     replay: Callable[[Body], ResponseReturnValue] | None = None,
     attempts: int = 5,
 ) -> Callable[[F], F]:
     """Make a ``(body, status)``-returning API view idempotent under the Idempotency-Key header.
 
+    ``authorize(*args, **kwargs)`` raises the refusal (403, 404) a first call would get; it
+    runs before every call, replays included, so a stored answer reaches only a caller who
+    still holds the role and site the first call needed.
     ``sanitize(body)`` is applied before the answer is stored (what must never rest in the
     database, such as an arm, is removed there); ``replay(stored_body)`` answers a retry
     instead of the stored body, inside a transaction the decorator commits.
@@ -66,6 +72,7 @@ def idempotent(
         @functools.wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> ResponseReturnValue:
             session = db.session()
+            authorize(*args, **kwargs)
             held = _claim(session)
             if held.answer is not None:
                 status, stored = held.answer
