@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
-
 from randomizer.auth import current
 from randomizer.db import db
 from randomizer.errors import InvalidInput
@@ -29,13 +27,13 @@ def _without_arm(body: Body) -> Body:
     return {k: v for k, v in body.items() if k != "arm"}
 
 
-def _redisclose(stored: Body) -> tuple[Response, int]:
+def _redisclose(stored: Body) -> tuple[Body, int]:
     session = db.session()
     participant = unblinding.find_participant(session, int(stored["participant_id"]), current())
     result = unblinding.redisclose(
         session, participant, actor_user=current(), unblinded_at=stored.get("unblinded_at")
     )
-    return jsonify(_answer(result, stored.get("unblinded_at"))), 200
+    return _answer(result, stored.get("unblinded_at")), 200
 
 
 def _may_unblind(participant_id: int) -> None:
