@@ -6,13 +6,12 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from randomizer import audit
 from randomizer.db import db
 from randomizer.errors import InvalidInput
-from randomizer.instance import secrets_of
 from randomizer.models import AuditHead, Role
 from randomizer.services import audit_reports
 from randomizer.views.api import bp, require
+from randomizer.views.audit_views import verified_chain
 
 DEFAULT_LIMIT = 500
 
@@ -38,7 +37,7 @@ def audit_feed() -> Response:
 @bp.get("/audit/verify")
 def audit_verify() -> Response:
     require(Role.ADMIN, Role.STATISTICIAN)
-    result = audit.verify(db.session(), secrets_of(db.session()).audit_key)
+    result = verified_chain()
     body: dict[str, Any] = {"ok": result.ok, "events": result.events, "head": result.head}
     if not result.ok:
         body.update(first_bad_event=result.bad_seq, problem=result.problem)
