@@ -29,6 +29,10 @@ class InvalidInput(RandomizerError):
     status, slug, title = 422, "invalid-input", "Invalid input"
 
 
+class MalformedInput(RandomizerError):
+    status, slug, title = 400, "malformed-input", "Malformed input"
+
+
 class NotFound(RandomizerError):
     status, slug, title = 404, "not-found", "Not found"
 
@@ -151,7 +155,7 @@ def _titles_for_extraction() -> tuple[str, ...]:
         _("Authentication failed"), _("Electronic signature refused"),
         _("Conflict with the current state"), _("Participant already randomized"),
         _("Participant not eligible"), _("No kit available"), _("Allocation list exhausted"),
-        _("Idempotency-Key problem"), _("Service not configured"),
+        _("Idempotency-Key problem"), _("Service not configured"), _("Malformed input"),
     )  # fmt: skip
 
 

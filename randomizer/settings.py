@@ -110,8 +110,9 @@ def select_locale() -> str | None:
 def init_extensions(app: Flask) -> None:
     """Database, CSRF, translations, login, error handlers and security headers."""
     from randomizer import auth
-    from randomizer.views import navigation
+    from randomizer.views import input_layer, navigation
 
+    input_layer.install(app)
     db.init_app(app)
     with app.app_context():
         configure_engine(db.engine)

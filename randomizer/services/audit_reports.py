@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.errors import InvalidInput, NotPermitted
+from randomizer.inputs import whole_number
 from randomizer.models import AuditEvent, AuditHead, Participant, Role, Study, Unblinding, User
 from randomizer.services.studies import definition_of
 from randomizer.services.unblinding import participant_arm
@@ -58,12 +59,10 @@ class EventFilter:
     def parse(cls, args: dict[str, str]) -> EventFilter:
         """From query-string text; InvalidInput naming the field that is not understood."""
         participant = (args.get("participant") or "").strip()
-        if participant and not participant.isdigit():
-            raise InvalidInput("The participant is a number (its id).", field="participant")
         return cls(
             actor=(args.get("actor") or "").strip() or None,
             action=(args.get("action") or "").strip() or None,
-            participant_id=int(participant) if participant else None,
+            participant_id=whole_number(participant, field="participant") if participant else None,
             date_from=_date(args.get("date_from"), "date_from"),
             date_to=_date(args.get("date_to"), "date_to"),
         )

@@ -22,6 +22,7 @@ from randomizer.services.studies import definition_of, get_study
 from randomizer.services.unblinding import unblinding_visible
 from randomizer.views.api import bp, require
 from randomizer.views.idempotency import idempotent
+from randomizer.views.input_layer import refuse_control_characters_in
 from randomizer.views.participants import KIT_CODE_ROLES, visible_participant
 
 Body = dict[str, Any]
@@ -52,6 +53,7 @@ def read_json_object() -> Body:
         raise InvalidInput(
             f"The request body must be a JSON object, not {_json_type(body)}.", field="body"
         )
+    refuse_control_characters_in(body)
     return body
 
 

@@ -21,6 +21,7 @@ from randomizer.models import AuditHead, Role
 from randomizer.services import audit_reports
 from randomizer.services.audit_reports import CSV_COLUMNS, EventFilter
 from randomizer.views import navigation
+from randomizer.views.input_layer import query_number
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 READERS = (Role.ADMIN, Role.STATISTICIAN)
@@ -119,7 +120,7 @@ def unblinding_log() -> str:
 def _events_page(
     flt: EventFilter, *, error: str | None = None, verification: audit.Verification | None = None
 ) -> str:
-    before = request.args.get("before", type=int)
+    before = query_number("before", 0) or None
     page = audit_reports.find_events(db.session(), flt, before=before)
     more = len(page) == audit_reports.PAGE_SIZE
     return render_template(
