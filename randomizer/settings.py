@@ -18,6 +18,7 @@ from randomizer.throttle import FailureThrottle
 
 LANGUAGES = ("es", "en")
 SECRETS_EXTENSION = "randomizer.secrets"
+CONNECT_TIMEOUT_SECONDS = 5
 
 DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": None,
@@ -63,6 +64,23 @@ def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         db_file = Path(app.instance_path) / "randomizer.sqlite3"
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{db_file}"
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **engine_options(app.config["SQLALCHEMY_DATABASE_URI"]),
+        **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+    }
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """Pool settings that survive a database restart: a pooled connection is tested before
+    use (a stale one is replaced, once), and connecting or waiting for a free connection
+    gives up after a few seconds (the request then answers 503, never hangs)."""
+    if url.startswith("sqlite"):
+        return {"pool_pre_ping": True}
+    return {
+        "pool_pre_ping": True,
+        "pool_timeout": 10,
+        "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    }
 
 
 def load_instance_secrets(app: Flask, *, required: bool) -> None:
@@ -147,7 +165,7 @@ def init_extensions(app: Flask) -> None:
 #: blueprint and must be imported before it is registered. Absent modules are skipped.
 VIEW_MODULES = (
     "auth_views", "main", "lists", "kits", "pharmacy", "shipments", "participants",
-    "unblinding", "codebreak", "audit_views",
+    "unblinding", "codebreak", "audit_views", "health",
 )  # fmt: skip
 API_MODULES = ("api_kits", "api_participants", "api_unblinding", "api_audit")
 
