@@ -26,14 +26,17 @@ DEFAULTS: dict[str, Any] = {
     "SQLALCHEMY_ENGINE_OPTIONS": {},
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
-    "SESSION_COOKIE_SECURE": False,
+    #: None: Secure exactly when the service is served over HTTPS (PREFERRED_URL_SCHEME).
+    "SESSION_COOKIE_SECURE": None,
     "SESSION_COOKIE_NAME": "randomizer_session",
     "PERMANENT_SESSION_LIFETIME": dt.timedelta(hours=8),
     "IDLE_TIMEOUT_MINUTES": 30,
     "ABSOLUTE_TIMEOUT_HOURS": 8,
     "LOCKOUT_THRESHOLD": 5,
     "LOCKOUT_MINUTES": 15,
-    "REQUIRE_TOTP_FOR_PRIVILEGED": False,
+    #: None: required unless the instance is a demo (DEMO) or under test (TESTING).
+    "REQUIRE_TOTP_FOR_PRIVILEGED": None,
+    "DEMO": False,
     "WTF_CSRF_TIME_LIMIT": None,
     "BABEL_DEFAULT_LOCALE": "es",
     "BABEL_DEFAULT_TIMEZONE": "UTC",
@@ -64,10 +67,20 @@ def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         db_file = Path(app.instance_path) / "randomizer.sqlite3"
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{db_file}"
+    _production_defaults(app.config)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
         **engine_options(app.config["SQLALCHEMY_DATABASE_URI"]),
         **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
     }
+
+
+def _production_defaults(config: Any) -> None:
+    """Resolve the settings whose default depends on how the instance is run."""
+    if config["REQUIRE_TOTP_FOR_PRIVILEGED"] is None:
+        config["REQUIRE_TOTP_FOR_PRIVILEGED"] = not (config["DEMO"] or config.get("TESTING"))
+    if config["SESSION_COOKIE_SECURE"] is None:
+        config["SESSION_COOKIE_SECURE"] = config.get("PREFERRED_URL_SCHEME") == "https"
+    config.setdefault("REMEMBER_COOKIE_SECURE", config["SESSION_COOKIE_SECURE"])
 
 
 def engine_options(url: str) -> dict[str, Any]:

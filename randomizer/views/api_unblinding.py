@@ -16,7 +16,6 @@ from randomizer.services import unblinding
 from randomizer.views.api import bp
 from randomizer.views.api_participants import iso, object_field, read_json_object, text_field
 from randomizer.views.idempotency import idempotent
-from randomizer.views.unblinding import deliver_after_response
 
 Body = dict[str, Any]
 FIELDS = frozenset({"reason_category", "reason", "signature", "participant_id"})
@@ -58,7 +57,6 @@ def unblind(participant_id: int) -> tuple[Body, int]:
         totp_code=text_field(signature, "totp", required=False),
         confirm_number=participant.randomization_number,
     )  # fmt: skip
-    deliver_after_response()
     return _answer(result, iso(result.unblinded_at)), 200
 
 
