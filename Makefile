@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTANCE ?= instance
 export RANDOMIZER_INSTANCE_PATH ?= $(abspath $(INSTANCE))
 
-.PHONY: run test lint typecheck translations translations-update bench clean
+.PHONY: run test test-reliability lint typecheck translations translations-update bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ test: $(VENV)/.installed-test translations
 	$(BIN)/ruff check randomizer tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/python scripts/reliability.py
+
+## test-reliability: workers SIGKILLed and PostgreSQL restarted under load, on a private
+## cluster it creates and removes (about 2 minutes)
+test-reliability: $(VENV)/.installed-test
+	$(BIN)/python scripts/reliability.py
 
 lint:
 	$(BIN)/ruff check randomizer tests bench

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, ClassVar
 
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import DateTime, Engine, MetaData, String, TypeDecorator, event
-from sqlalchemy.orm import DeclarativeBase, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -75,9 +77,39 @@ db = SQLAlchemy(
 )
 
 
+#: Execution option of a connection whose transactions only read (see ``read_transaction``).
+READ_ONLY = "randomizer_read_only"
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Session]:
+    """A short read-only transaction on a connection of its own, for streamed or long reads.
+
+    It never takes the write lock (SQLite: a deferred, query-only transaction reading a WAL
+    snapshot; PostgreSQL: READ ONLY), so a download that is slow to consume blocks no one;
+    and it ends when the block does, whatever the request's own session is doing.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY: True})
+        with Session(bind=conn) as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA query_only=OFF")  # the pooled connection writes again
+            conn.rollback()
+
+
 def configure_engine(engine: Engine) -> None:
     """Apply per-connection settings that the backend needs for safe concurrent use."""
     if engine.dialect.name != "sqlite":
+
+        @event.listens_for(engine, "begin")
+        def _read_only_begin(conn: Any) -> None:
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+
         return
 
     @event.listens_for(engine, "connect")
@@ -94,4 +126,8 @@ def configure_engine(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")  # deferred: a snapshot, never the write lock
+            conn.exec_driver_sql("PRAGMA query_only=ON")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -9,7 +9,15 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
+from markupsafe import escape
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
+
+from randomizer.db import db
+
+#: Seconds a client should wait before retrying when the database is unavailable.
+RETRY_AFTER_SECONDS = 5
 
 
 class RandomizerError(Exception):
@@ -27,6 +35,10 @@ class RandomizerError(Exception):
 
 class InvalidInput(RandomizerError):
     status, slug, title = 422, "invalid-input", "Invalid input"
+
+
+class MalformedInput(RandomizerError):
+    status, slug, title = 400, "malformed-input", "Malformed input"
 
 
 class NotFound(RandomizerError):
@@ -151,7 +163,7 @@ def _titles_for_extraction() -> tuple[str, ...]:
         _("Authentication failed"), _("Electronic signature refused"),
         _("Conflict with the current state"), _("Participant already randomized"),
         _("Participant not eligible"), _("No kit available"), _("Allocation list exhausted"),
-        _("Idempotency-Key problem"), _("Service not configured"),
+        _("Idempotency-Key problem"), _("Service not configured"), _("Malformed input"),
     )  # fmt: skip
 
 
@@ -204,6 +216,25 @@ def register_error_handlers(app: Flask) -> None:
             return problem(400, "Form expired", detail)
         return render_template("error.html", title=_("Form expired"), detail=detail), 400
 
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def _database_unavailable(err: Exception) -> Response:
+        # The database is down, restarting or overloaded: say so, and when to retry. The
+        # session's connection is dropped so that the next request starts afresh.
+        db.session.remove()
+        title = _("Service temporarily unavailable")
+        detail = _(
+            "The database cannot be reached right now; nothing was changed. Try again in a "
+            "few seconds (an API client retries with the same Idempotency-Key)."
+        )
+        if _wants_problem():
+            response = problem(503, title, detail, "database-unavailable")
+        else:
+            response = Response(_plain_page(title, detail), 503, mimetype="text/html")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException) -> Response | tuple[str, int]:
         status = err.code or 500
@@ -213,6 +244,14 @@ def register_error_handlers(app: Flask) -> None:
         return render_template(
             "error.html", title=title or err.name, detail=detail or err.description or ""
         ), status
+
+
+def _plain_page(title: str, detail: str) -> str:
+    """A page that needs no database (the usual layout reads the signed-in user)."""
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"</head><body><h1>{escape(title)}</h1><p>{escape(detail)}</p></body></html>"
+    )
 
 
 def _http_page_text(status: int) -> tuple[str | None, str | None]:

@@ -89,6 +89,16 @@ def ensure_instance_files(path: Path) -> list[str]:
     return created
 
 
+def mark_demo(path: Path) -> None:
+    """Record in ``config.py`` that this instance is a demo (production defaults relaxed)."""
+    config = path / "config.py"
+    text = config.read_text(encoding="utf-8") if config.exists() else ""
+    if not any(line.replace(" ", "").startswith("DEMO=") for line in text.splitlines()):
+        prefix = "" if not text or text.endswith("\n") else "\n"
+        line = "DEMO = True  # written by `randomizer demo`: second factor not required\n"
+        config.write_text(text + prefix + line, encoding="utf-8")
+
+
 def load_secrets(
     path: Path, *, master_key_text: str | None = None, audit_key_text: str | None = None
 ) -> InstanceSecrets:

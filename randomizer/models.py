@@ -413,6 +413,8 @@ class Notification(Base):
     sent_at: Mapped[dt.datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: After a failed attempt, when the outbox worker tries again (backing off).
+    next_attempt_at: Mapped[dt.datetime | None]
 
 
 class IdempotencyRecord(Base):
@@ -430,6 +432,18 @@ class IdempotencyRecord(Base):
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[created]
+
+
+class SignatureFailure(Base):
+    """A wrong electronic signature, for the throttle shared by every worker and server."""
+
+    __tablename__ = "signature_failure"
+    __table_args__ = (Index("ix_signature_failure_key_failed_at", "key", "failed_at"),)
+
+    id: Mapped[intpk]
+    #: SHA-256 of the signer and their current password hash (a new password starts afresh).
+    key: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[dt.datetime]
 
 
 class AuditHead(Base):

@@ -18,6 +18,7 @@ from randomizer.throttle import FailureThrottle
 
 LANGUAGES = ("es", "en")
 SECRETS_EXTENSION = "randomizer.secrets"
+CONNECT_TIMEOUT_SECONDS = 5
 
 DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": None,
@@ -25,14 +26,17 @@ DEFAULTS: dict[str, Any] = {
     "SQLALCHEMY_ENGINE_OPTIONS": {},
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
-    "SESSION_COOKIE_SECURE": False,
+    #: None: Secure exactly when the service is served over HTTPS (PREFERRED_URL_SCHEME).
+    "SESSION_COOKIE_SECURE": None,
     "SESSION_COOKIE_NAME": "randomizer_session",
     "PERMANENT_SESSION_LIFETIME": dt.timedelta(hours=8),
     "IDLE_TIMEOUT_MINUTES": 30,
     "ABSOLUTE_TIMEOUT_HOURS": 8,
     "LOCKOUT_THRESHOLD": 5,
     "LOCKOUT_MINUTES": 15,
-    "REQUIRE_TOTP_FOR_PRIVILEGED": False,
+    #: None: required unless the instance is a demo (DEMO) or under test (TESTING).
+    "REQUIRE_TOTP_FOR_PRIVILEGED": None,
+    "DEMO": False,
     "WTF_CSRF_TIME_LIMIT": None,
     "BABEL_DEFAULT_LOCALE": "es",
     "BABEL_DEFAULT_TIMEZONE": "UTC",
@@ -63,7 +67,34 @@ def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         db_file = Path(app.instance_path) / "randomizer.sqlite3"
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{db_file}"
+    _production_defaults(app.config)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **engine_options(app.config["SQLALCHEMY_DATABASE_URI"]),
+        **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+    }
     _password_profile(app)
+
+
+def _production_defaults(config: Any) -> None:
+    """Resolve the settings whose default depends on how the instance is run."""
+    if config["REQUIRE_TOTP_FOR_PRIVILEGED"] is None:
+        config["REQUIRE_TOTP_FOR_PRIVILEGED"] = not (config["DEMO"] or config.get("TESTING"))
+    if config["SESSION_COOKIE_SECURE"] is None:
+        config["SESSION_COOKIE_SECURE"] = config.get("PREFERRED_URL_SCHEME") == "https"
+    config.setdefault("REMEMBER_COOKIE_SECURE", config["SESSION_COOKIE_SECURE"])
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """Pool settings that survive a database restart: a pooled connection is tested before
+    use (a stale one is replaced, once), and connecting or waiting for a free connection
+    gives up after a few seconds (the request then answers 503, never hangs)."""
+    if url.startswith("sqlite"):
+        return {"pool_pre_ping": True}
+    return {
+        "pool_pre_ping": True,
+        "pool_timeout": 10,
+        "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    }
 
 
 #: A file whose presence marks an instance made by a benchmark script (``bench/``).
@@ -131,8 +162,9 @@ def select_locale() -> str | None:
 def init_extensions(app: Flask) -> None:
     """Database, CSRF, translations, login, error handlers and security headers."""
     from randomizer import auth
-    from randomizer.views import navigation
+    from randomizer.views import input_layer, navigation
 
+    input_layer.install(app)
     db.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
@@ -167,7 +199,7 @@ def init_extensions(app: Flask) -> None:
 #: blueprint and must be imported before it is registered. Absent modules are skipped.
 VIEW_MODULES = (
     "auth_views", "main", "lists", "kits", "pharmacy", "shipments", "participants",
-    "unblinding", "codebreak", "audit_views", "supply",
+    "unblinding", "codebreak", "audit_views", "health", "supply",
 )  # fmt: skip
 API_MODULES = ("api_kits", "api_participants", "api_unblinding", "api_audit")
 

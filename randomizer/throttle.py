@@ -1,17 +1,27 @@
-"""A per-process throttle of failed attempts (pure; no Flask, no database).
+"""Throttling of wrong electronic signatures, counted in the database (shared by every
+worker process and every app server, and kept across restarts).
 
-Used for electronic signatures: SPEC §4.2 wants a wrong signature to change nothing, so the
-failures are not written to the database, yet a stolen session or API token must not allow
-unlimited password guessing. Each worker process keeps its own counts, so with W workers
-at most W × ``limit`` guesses fit in one window.
+A wrong signature must change nothing (SPEC §4.2): its request's transaction is rolled
+back. So a failure is only noted in the session, and written in a short transaction of its
+own once the request's transaction has ended (``_write_noted``), when no lock of that
+transaction is held any more. A key with ``limit`` failures inside the window is blocked.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
+import datetime as dt
+import hashlib
 from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, delete, event, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from randomizer.db import utcnow
+from randomizer.models import SignatureFailure
+
+NOTED = "randomizer.signature_failures"
 
 
 class FailureThrottle:
@@ -19,30 +29,47 @@ class FailureThrottle:
 
     def __init__(
         self, limit: int = 5, window_seconds: float = 900.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:  # fmt: skip
-        self.limit, self.window, self._clock = limit, window_seconds, clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+        self.limit, self.window, self._clock = limit, dt.timedelta(seconds=window_seconds), clock
 
-    def _recent(self, key: str) -> deque[float]:
-        now = self._clock()
-        entries = self._failures.setdefault(key, deque())
-        while entries and now - entries[0] > self.window:
-            entries.popleft()
-        return entries
+    def blocked(self, session: Session, key: str) -> bool:
+        """True while the key has ``limit`` failures inside the window (noted ones included)."""
+        digest = _digest(key)
+        stored = session.scalar(
+            select(func.count()).where(
+                SignatureFailure.key == digest,
+                SignatureFailure.failed_at > self._clock() - self.window,
+            )
+        )
+        noted = sum(1 for row in session.info.get(NOTED, []) if row["key"] == digest)
+        return (stored or 0) + noted >= self.limit
 
-    def blocked(self, key: str) -> bool:
-        """True while the key has ``limit`` failures inside the window."""
-        with self._lock:
-            return len(self._recent(key)) >= self.limit
+    def fail(self, session: Session, key: str) -> None:
+        """Note one failure; it is written when the session's transaction ends."""
+        session.connection()  # within a transaction, whose end writes the note
+        session.info.setdefault(NOTED, []).append({"key": _digest(key), "failed_at": self._clock()})
 
-    def fail(self, key: str) -> None:
-        """Record one failure for the key."""
-        with self._lock:
-            self._recent(key).append(self._clock())
+    def clear(self, session: Session, key: str) -> None:
+        """Forget the key's failures (after a success), in the caller's transaction."""
+        session.execute(delete(SignatureFailure).where(SignatureFailure.key == _digest(key)))
 
-    def clear(self, key: str) -> None:
-        """Forget the key's failures (after a success)."""
-        with self._lock:
-            self._failures.pop(key, None)
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_soft_rollback")
+def _write_noted(session: Session, *_: Any) -> None:
+    rows = session.info.pop(NOTED, None)
+    if not rows:
+        return
+    try:
+        bind = session.get_bind()
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        with engine.connect() as conn:
+            conn.execute(insert(SignatureFailure), rows)
+            conn.commit()
+    except SQLAlchemyError:
+        pass  # the database is unreachable: then nothing can be signed either

@@ -339,8 +339,9 @@ def test_the_session_cookie_is_http_only_and_same_site(client: FlaskClient):
 # --- access to every route -------------------------------------------------------------
 
 #: Endpoints anyone may reach: the sign-in steps, the language switch, static files and
-#: the API description.
+#: the API description, the health check.
 PUBLIC = {
+    "health.healthz",
     "static",
     "auth.login",
     "auth.login_totp",

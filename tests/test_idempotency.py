@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import threading
 from typing import Any
 
 import pytest
-from flask import g, jsonify, request
+from flask import g, request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from randomizer.db import db, utcnow
+from randomizer.db import db
 from randomizer.errors import IdempotencyError, InvalidInput
 from randomizer.models import IdempotencyRecord
 from randomizer.services import idempotency
@@ -56,11 +57,9 @@ def test_keys_refused(raw):
 
 
 def _claim(session, user, key="k", body_hash="h"):
-    held = idempotency.claim(
+    return idempotency.claim(
         session, user_id=user.id, key=key, endpoint="POST /x", request_hash=body_hash
     )
-    session.commit()
-    return held
 
 
 def test_claim_complete_then_replay(session, users):
@@ -72,49 +71,42 @@ def test_claim_complete_then_replay(session, users):
     assert _claim(session, user).answer == (201, {"n": 1})
 
 
-def test_claim_while_in_flight_is_409(session, users):
-    _claim(session, users["investigator"])
-    with pytest.raises(idempotency.KeyInFlight) as err:
-        _claim(session, users["investigator"])
-    assert err.value.status == 409
-
-
 def test_claim_with_other_request_is_422(session, users):
-    _claim(session, users["investigator"])
+    idempotency.complete(session, _claim(session, users["investigator"]), 201, {"n": 1})
+    session.commit()
     with pytest.raises(idempotency.KeyReused) as err:
         _claim(session, users["investigator"], body_hash="other")
     assert err.value.status == 422
 
 
-def test_released_key_can_be_claimed_again(session, users):
-    held = _claim(session, users["investigator"])
-    idempotency.release(session, held)
-    session.commit()
-    assert _claim(session, users["investigator"], body_hash="fixed").answer is None
+def test_a_claim_whose_transaction_died_leaves_nothing(session, users):
+    _claim(session, users["investigator"])
+    session.rollback()  # the worker or the database died before the commit
+    assert session.scalars(select(IdempotencyRecord)).all() == []
+    assert _claim(session, users["investigator"], body_hash="retry").answer is None
 
 
-def test_release_never_forgets_an_answer(session, users):
+def test_a_concurrent_duplicate_waits_for_the_first_and_replays_its_answer(app, session, users):
+    user_id, engine = users["investigator"].id, db.engine
     held = _claim(session, users["investigator"])
+    seen: list[Any] = []
+
+    def duplicate() -> None:
+        with Session(engine) as other:
+            seen.append(
+                idempotency.claim(
+                    other, user_id=user_id, key="k", endpoint="POST /x", request_hash="h"
+                ).answer
+            )
+
+    thread = threading.Thread(target=duplicate)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), "the duplicate must wait for the first request's transaction"
     idempotency.complete(session, held, 201, {"n": 1})
     session.commit()
-    idempotency.release(session, held)
-    session.commit()
-    assert _claim(session, users["investigator"]).answer == (201, {"n": 1})
-
-
-def test_stale_marker_of_a_dead_worker_is_taken_over(session, users):
-    dead = _claim(session, users["investigator"])
-    record = session.get_one(IdempotencyRecord, dead.record_id)
-    record.created_at = utcnow() - idempotency.STALE_AFTER - dt.timedelta(seconds=1)
-    session.commit()
-    fresh = _claim(session, users["investigator"])
-    assert fresh.answer is None and fresh.record_id == dead.record_id
-    # The dead worker, should it wake up, can no longer store its answer.
-    with pytest.raises(idempotency.KeyInFlight):
-        idempotency.complete(session, dead, 201, {"late": True})
-    session.rollback()
-    idempotency.complete(session, fresh, 201, {"n": 2})
-    session.commit()
+    thread.join(30)
+    assert seen == [(201, {"n": 1})]
 
 
 # --- the decorator ---------------------------------------------------------------------
@@ -131,9 +123,9 @@ def echo(app):
         return {k: v for k, v in body.items() if k != "arm"}
 
     def replay(stored: dict[str, Any]) -> Any:
-        return jsonify({**stored, "arm": "re-disclosed", "replayed": True}), 200
+        return {**stored, "arm": "re-disclosed", "replayed": True}, 200
 
-    @idempotent(sanitize=sanitize, replay=replay)
+    @idempotent(authorize=lambda: None, sanitize=sanitize, replay=replay)
     def work() -> tuple[dict[str, Any], int]:
         body = request.get_json()
         CALLS.append(body)

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from randomizer.db import utcnow
 from randomizer.models import Notification, Participant, Study, User
 from randomizer.services import notifications
 from tests.conftest import PASSWORD, login
@@ -97,20 +98,23 @@ def _delivered(sink: Sink) -> list[tuple[list[str], Any]]:
     ]
 
 
-def test_the_sponsor_receives_a_blinded_email_after_an_api_unblinding(
+def test_the_sponsor_receives_a_blinded_email_from_the_outbox_worker_after_an_api_unblinding(
     client: FlaskClient,
     session: Session,
     users: dict[str, User],
     participant: Participant,
     smtp: Sink,
+    runner: Any,
 ):
     token = token_for(session, users["investigator"])
     path = f"/api/v1/participants/{participant.id}/unblind"
     session.rollback()
     response = api(client, path, token, BODY)
     assert response.status_code == 200
-    assert smtp.envelopes == []  # sent once the answer has gone out (the server closes it)
     response.close()
+    assert smtp.envelopes == []  # the web worker sends nothing: the outbox worker does
+    session.rollback()
+    assert runner.invoke("outbox", "work", "--once").exit_code == 0
     [(recipients, mail)] = _delivered(smtp)
     assert recipients == ["sponsor@example.org"]
     text = mail.get_body(("plain",)).get_content()
@@ -122,8 +126,8 @@ def test_the_sponsor_receives_a_blinded_email_after_an_api_unblinding(
     assert kept.sent_at is not None and kept.attempts == 1 and kept.last_error is None
 
 
-def test_the_sponsor_receives_the_email_after_a_web_unblinding(
-    client: FlaskClient, session: Session, participant: Participant, smtp: Sink
+def test_the_sponsor_receives_the_email_from_the_outbox_worker_after_a_web_unblinding(
+    client: FlaskClient, session: Session, participant: Participant, smtp: Sink, runner: Any
 ):
     participant_id, number = participant.id, participant.randomization_number
     session.rollback()  # end the test's read transaction (SQLite: one writer at a time)
@@ -141,6 +145,8 @@ def test_the_sponsor_receives_the_email_after_a_web_unblinding(
     # The request shared the test's app context and session; a server ends it first.
     session.rollback()
     response.close()
+    assert smtp.envelopes == []
+    assert runner.invoke("outbox", "work", "--once").exit_code == 0
     assert len(smtp.envelopes) == 1
 
 
@@ -161,11 +167,35 @@ def test_a_message_that_cannot_be_sent_stays_in_the_outbox_and_is_sent_later(
     [kept] = session.scalars(select(Notification)).all()
     assert (kept.sent_at, kept.attempts) == (None, 1)
     assert kept.last_error and "Error" in kept.last_error
+    assert notifications.deliver_pending(session, app.config) == notifications.Delivery()
+    kept.next_attempt_at = utcnow()  # the back-off has passed
+    session.commit()
     assert notifications.deliver_pending(session, app.config) == notifications.Delivery(sent=1)
     session.refresh(kept)
     assert kept.sent_at is not None and kept.attempts == 2
     assert len(smtp.envelopes) == 1
     assert notifications.deliver_pending(session, app.config) == notifications.Delivery()
+
+
+def test_a_failed_message_backs_off_before_its_next_attempt(
+    app: Flask, session: Session, smtp: Sink
+):
+    notifications.queue(session, study_id=None, recipients=["a@example.org"], subject="s", body="b")
+    session.commit()
+    down = {**app.config, "MAIL_PORT": _free_port()}
+    before = utcnow()
+    assert notifications.deliver_pending(session, down) == notifications.Delivery(failed=1)
+    [kept] = session.scalars(select(Notification)).all()
+    assert kept.next_attempt_at is not None
+    assert kept.next_attempt_at >= before + notifications.FIRST_BACKOFF
+    assert notifications.deliver_pending(session, app.config) == notifications.Delivery()
+    assert smtp.envelopes == []
+
+
+def test_backoff_doubles_up_to_its_maximum():
+    first = notifications.FIRST_BACKOFF
+    assert [notifications.backoff(n) for n in (1, 2, 3)] == [first, first * 2, first * 4]
+    assert notifications.backoff(50) == notifications.MAX_BACKOFF
 
 
 def test_without_a_mail_server_messages_wait_in_the_outbox(app: Flask, session: Session):

@@ -1,4 +1,4 @@
-"""``randomizer audit …`` (verify, anchor) and ``randomizer outbox send``."""
+"""``randomizer audit …`` (verify, anchor)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import sys
 from pathlib import Path
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from randomizer import audit
 from randomizer.db import db
 from randomizer.instance import secrets_of
-from randomizer.services import notifications
 
 
 @click.group("audit")
@@ -88,23 +86,4 @@ def _read_anchor(path: Path) -> dict[str, object]:
     return document
 
 
-@click.group("outbox")
-def outbox_group() -> None:
-    """Notifications waiting to be e-mailed."""
-
-
-@outbox_group.command("send")
-@click.option("--retry-failed", is_flag=True, help="Also retry messages that failed too often.")
-@with_appcontext
-def send_command(retry_failed: bool) -> None:
-    """E-mail the waiting notifications (run it from cron to retry failed deliveries)."""
-    done = notifications.deliver_pending(
-        db.session(), current_app.config, retry_failed=retry_failed
-    )
-    click.echo(f"sent {done.sent}, failed {done.failed}, waiting (no MAIL_SERVER) {done.waiting}")
-    if done.failed:
-        sys.exit(1)
-
-
-# ``outbox`` lives here because the command modules are registered by name in cli/__init__.
-COMMANDS = [audit_group, outbox_group]
+COMMANDS = [audit_group]

@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 
 from randomizer import create_app, migrate
 from randomizer.db import db
-from randomizer.instance import AUDIT_KEY_FILE, MASTER_KEY_FILE, ensure_instance_files
+from randomizer.instance import AUDIT_KEY_FILE, MASTER_KEY_FILE, ensure_instance_files, mark_demo
 
 
 def initialise() -> Flask:
@@ -96,6 +96,7 @@ def demo_command(logins_only: bool) -> None:
             click.echo(line)
         return
     app = initialise()
+    mark_demo(Path(app.instance_path))
     with app.app_context():
         lines = build_demo(db.session())
         db.session.commit()

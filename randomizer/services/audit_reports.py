@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.errors import InvalidInput, NotPermitted
-from randomizer.models import AuditEvent, Participant, Role, Study, Unblinding, User
+from randomizer.inputs import whole_number
+from randomizer.models import AuditEvent, AuditHead, Participant, Role, Study, Unblinding, User
 from randomizer.services.studies import definition_of
 from randomizer.services.unblinding import participant_arm
 from randomizer.services.users import actor_of
@@ -59,12 +59,10 @@ class EventFilter:
     def parse(cls, args: dict[str, str]) -> EventFilter:
         """From query-string text; InvalidInput naming the field that is not understood."""
         participant = (args.get("participant") or "").strip()
-        if participant and not participant.isdigit():
-            raise InvalidInput("The participant is a number (its id).", field="participant")
         return cls(
             actor=(args.get("actor") or "").strip() or None,
             action=(args.get("action") or "").strip() or None,
-            participant_id=int(participant) if participant else None,
+            participant_id=whole_number(participant, field="participant") if participant else None,
             date_from=_date(args.get("date_from"), "date_from"),
             date_to=_date(args.get("date_to"), "date_to"),
         )
@@ -130,12 +128,20 @@ def find_events(
     return list(session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit)))
 
 
-def export_rows(session: Session, flt: EventFilter) -> Iterator[tuple[Any, ...]]:
-    """Every matching event as a CSV row (CSV_COLUMNS order), oldest first, streamed."""
+def export_chunk(
+    session: Session, flt: EventFilter, *, after: int, upto: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """Matching events with ``after < seq <= upto`` as CSV rows (CSV_COLUMNS order, seq
+    first), oldest first, at most ``limit``: one short read of a chunked export."""
     columns = [getattr(AuditEvent, name) for name in CSV_COLUMNS]
-    query = flt.apply(select(*columns)).order_by(AuditEvent.seq)
-    for row in session.execute(query.execution_options(yield_per=2000)):
-        yield tuple(row)
+    query = flt.apply(select(*columns)).where(AuditEvent.seq > after, AuditEvent.seq <= upto)
+    return [tuple(row) for row in session.execute(query.order_by(AuditEvent.seq).limit(limit))]
+
+
+def head_seq(session: Session) -> int:
+    """The sequence number of the newest event (0 when there is none)."""
+    head = session.get(AuditHead, 1)
+    return head.seq if head is not None else 0
 
 
 def events_after(session: Session, after: int, limit: int) -> list[AuditEvent]:

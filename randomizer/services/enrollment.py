@@ -121,7 +121,11 @@ def participant_not_found(participant_id: int) -> NotFound:
 
 
 def list_participants(
-    session: Session, study: Study, *, sites: frozenset[str] | None = None
+    session: Session,
+    study: Study,
+    *,
+    sites: frozenset[str] | None = None,
+    screening_number: str | None = None,
 ) -> list[Participant]:
     """The study's current participants (test data of a live study excluded), newest first."""
     query = select(Participant).where(
@@ -129,6 +133,8 @@ def list_participants(
     )
     if sites is not None:
         query = query.where(Participant.site_code.in_(sites))
+    if screening_number is not None:
+        query = query.where(Participant.screening_number == screening_number)
     return list(session.scalars(query.order_by(Participant.created_at.desc(), Participant.id)))
 
 

@@ -1,9 +1,11 @@
 """Notifications: kept in an outbox (the ``notification`` table), delivered by SMTP.
 
 ``queue`` adds a message in the caller's transaction, so a notification exists exactly when
-the event it reports does. ``deliver_pending`` runs after that commit (a mail server that is
-slow or down must never hold up or undo the event) and keeps every message in the outbox,
-sent or not, with its attempts and last error for the administrator to read.
+the event it reports does. ``deliver_pending`` is run by the outbox worker (``randomizer
+outbox work``, a process of its own beside the web workers: a mail server that is slow or
+down never holds up a request or undoes its event). Every message stays in the outbox, sent
+or not, with its attempts and last error for the administrator to read; a failed one is
+tried again later, backing off.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from randomizer.db import utcnow
@@ -28,6 +30,9 @@ MAX_ATTEMPTS = 10
 #: Seconds to wait for the mail server before counting the attempt as failed.
 DEFAULT_TIMEOUT = 10.0
 MAX_ERROR_LENGTH = 500
+#: Wait before the second attempt, doubled after each failure, up to MAX_BACKOFF.
+FIRST_BACKOFF = dt.timedelta(seconds=30)
+MAX_BACKOFF = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,13 @@ def deliver_pending(
     back, so each attempt is claimed (its counter raised, committed) before sending and its
     outcome committed right after. Two workers therefore never send the same attempt, and
     no database lock is held while the mail server is talked to. Messages that failed
-    ``MAX_ATTEMPTS`` times wait for ``retry_failed``.
+    ``MAX_ATTEMPTS`` times wait for ``retry_failed``, which also ignores the back-off.
     """
     settings = MailSettings.from_config(config)
     query = select(Notification.id, Notification.attempts).where(Notification.sent_at.is_(None))
     if not retry_failed:
-        query = query.where(Notification.attempts < MAX_ATTEMPTS)
+        due = or_(Notification.next_attempt_at.is_(None), Notification.next_attempt_at <= utcnow())
+        query = query.where(Notification.attempts < MAX_ATTEMPTS, due)
     pending = session.execute(query.order_by(Notification.id)).all()
     session.commit()
     if not settings.server:
@@ -116,14 +122,24 @@ def deliver_pending(
         if message is None:
             continue
         error = _send(settings, message)
+        retry_at = None if error is None else utcnow() + backoff(attempts + 1)
         session.execute(
             update(Notification)
             .where(Notification.id == message_id)
-            .values(sent_at=utcnow() if error is None else None, last_error=error)
+            .values(
+                sent_at=utcnow() if error is None else None,
+                last_error=error,
+                next_attempt_at=retry_at,
+            )
         )
         session.commit()
         sent, failed = (sent + 1, failed) if error is None else (sent, failed + 1)
     return Delivery(sent=sent, failed=failed)
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """How long a message that failed ``attempts`` times waits before the next attempt."""
+    return min(FIRST_BACKOFF * (1 << min(max(attempts - 1, 0), 16)), MAX_BACKOFF)
 
 
 def _claim(session: Session, message_id: int, attempts: int) -> Notification | None:

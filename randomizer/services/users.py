@@ -338,15 +338,15 @@ def end_sessions(session: Session, user: User, *, actor: audit.Actor, action: st
 def check_signature(session: Session, user: User, password: object, meaning: str) -> None:
     """Electronic signature: the signer re-enters their password; a refusal changes nothing.
 
-    Wrong passwords are counted per process (not in the database, which a refusal must not
-    change); after the sign-in lockout threshold the signer is refused, even with the right
-    password, until the lockout period has passed.
+    Wrong passwords are counted in the database outside the refused request's transaction
+    (see ``throttle``); after the sign-in lockout threshold the signer is refused, even with
+    the right password, until the lockout period has passed.
     """
     if not isinstance(password, str) or not password:
         raise SignatureInvalid("Re-enter your password to sign.", field="password")
     throttle = session.info.get("signature_throttle")
     key = f"{user.id}:{user.password_hash}"
-    if isinstance(throttle, FailureThrottle) and throttle.blocked(key):
+    if isinstance(throttle, FailureThrottle) and throttle.blocked(session, key):
         raise SignatureInvalid(
             "Too many wrong passwords: signing is paused for this account. Wait a few "
             "minutes or ask an administrator; nothing was signed or changed.",
@@ -354,12 +354,12 @@ def check_signature(session: Session, user: User, password: object, meaning: str
         )
     if not verify_password(user.password_hash, password):
         if isinstance(throttle, FailureThrottle):
-            throttle.fail(key)
+            throttle.fail(session, key)
         raise SignatureInvalid(
             "The password does not match: nothing was signed or changed.", field="password"
         )
     if isinstance(throttle, FailureThrottle):
-        throttle.clear(key)
+        throttle.clear(session, key)
 
 
 def create_token(session: Session, user: User, *, actor: audit.Actor = audit.SYSTEM) -> str:

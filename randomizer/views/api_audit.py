@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 
-from randomizer import audit
 from randomizer.db import db
-from randomizer.errors import InvalidInput
-from randomizer.instance import secrets_of
 from randomizer.models import AuditHead, Role
 from randomizer.services import audit_reports
 from randomizer.views.api import bp, require
+from randomizer.views.audit_views import verified_chain
+from randomizer.views.input_layer import query_number
 
 DEFAULT_LIMIT = 500
 
@@ -20,7 +19,7 @@ DEFAULT_LIMIT = 500
 @bp.get("/audit")
 def audit_feed() -> Response:
     require(Role.ADMIN, Role.STATISTICIAN)
-    after, limit = _int_arg("after", 0), _int_arg("limit", DEFAULT_LIMIT)
+    after, limit = query_number("after", 0), query_number("limit", DEFAULT_LIMIT)
     page = audit_reports.events_after(db.session(), after, limit)
     head = db.session.get(AuditHead, 1)
     last = page[-1].seq if page else after
@@ -38,17 +37,8 @@ def audit_feed() -> Response:
 @bp.get("/audit/verify")
 def audit_verify() -> Response:
     require(Role.ADMIN, Role.STATISTICIAN)
-    result = audit.verify(db.session(), secrets_of(db.session()).audit_key)
+    result = verified_chain()
     body: dict[str, Any] = {"ok": result.ok, "events": result.events, "head": result.head}
     if not result.ok:
         body.update(first_bad_event=result.bad_seq, problem=result.problem)
     return jsonify(body)
-
-
-def _int_arg(name: str, default: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.strip().isdigit() or len(raw) > 12:
-        raise InvalidInput(f"{name} must be a whole number, 0 or more.", field=name)
-    return int(raw)

@@ -22,6 +22,7 @@ from randomizer.services.studies import definition_of, get_study
 from randomizer.services.unblinding import unblinding_visible
 from randomizer.views.api import bp, require
 from randomizer.views.idempotency import idempotent
+from randomizer.views.input_layer import refuse_control_characters_in
 from randomizer.views.participants import KIT_CODE_ROLES, visible_participant
 
 Body = dict[str, Any]
@@ -52,6 +53,7 @@ def read_json_object() -> Body:
         raise InvalidInput(
             f"The request body must be a JSON object, not {_json_type(body)}.", field="body"
         )
+    refuse_control_characters_in(body)
     return body
 
 
@@ -108,36 +110,57 @@ def iso(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-@bp.post("/studies/<study_code>/participants")
-def register_participant(study_code: str) -> tuple[Response, int]:
+def registration_site(study_code: str) -> str:
+    """The body's site, when the caller is an investigator of it (else 403/404/422)."""
     require(Role.INVESTIGATOR)
-    body = read_json_object()
     study = get_study(db.session(), study_code)
-    site = text_field(body, "site") or ""
-    number = text_field(body, "screening_number") or ""
-    factors, answers = object_field(body, "factors"), object_field(body, "eligibility")
+    site = text_field(read_json_object(), "site") or ""
     if site not in {s.code for s in study.sites}:
         known = ", ".join(s.code for s in study.sites)
         raise InvalidInput(f"site: {site!r} is not a site of this study ({known}).", field="site")
     if not can_see_site(current(), site):
         raise NotPermitted("site: you may register participants only at your own sites.",
                            field="site")  # fmt: skip
+    return site
+
+
+@bp.post("/studies/<study_code>/participants")
+@idempotent(authorize=registration_site, required=False)
+def register_participant(study_code: str) -> tuple[Body, int]:
+    site, body = registration_site(study_code), read_json_object()
+    number = text_field(body, "screening_number") or ""
+    factors, answers = object_field(body, "factors"), object_field(body, "eligibility")
     participant = enrollment.register_participant(
-        db.session(), study, site=site, screening_number=number, factors=factors,
-        eligibility=answers, actor=current_actor(),
+        db.session(), get_study(db.session(), study_code), site=site, screening_number=number,
+        factors=factors, eligibility=answers, actor=current_actor(),
     )  # fmt: skip
-    db.session.commit()
     answer = {
         "participant_id": participant.id,
         "status": participant.status.value,
         "failed_criteria": list(participant.failed_criteria),
     }
-    return jsonify(answer), 201
+    return answer, 201
+
+
+@bp.get("/studies/<study_code>/participants")
+def find_participants(study_code: str) -> Response:
+    require(Role.INVESTIGATOR, Role.ASSESSOR, Role.ADMIN)
+    study = get_study(db.session(), study_code)
+    number = request.args.get("screening_number", "").strip()
+    if not number:
+        raise InvalidInput("screening_number: give the screening number to look up.",
+                           field="screening_number")  # fmt: skip
+    found = enrollment.list_participants(db.session(), study, screening_number=number)
+    return jsonify([participant_answer(p) for p in found if can_see_site(current(), p.site_code)])
 
 
 @bp.get("/participants/<int:participant_id>")
 def get_participant(participant_id: int) -> Response:
-    participant = visible_participant(participant_id)
+    return jsonify(participant_answer(visible_participant(participant_id)))
+
+
+def participant_answer(participant: Participant) -> Body:
+    """The participant as the current user's role may see it."""
     answer: Body = {
         "participant_id": participant.id,
         "study": participant_study_code(participant),
@@ -155,17 +178,22 @@ def get_participant(participant_id: int) -> Response:
     if current().role in KIT_CODE_ROLES:
         kits = enrollment.kits_of(db.session(), participant)
         answer["kits"] = [{"visit": visit, "kit_code": code} for visit, code in kits]
-    return jsonify(answer)
+    return answer
 
 
 def participant_study_code(participant: Participant) -> str:
     return db.session.get_one(Study, participant.study_id).code
 
 
-@bp.post("/participants/<int:participant_id>/randomize")
-@idempotent()
-def randomize(participant_id: int) -> tuple[Body, int]:
+def investigator_of(participant_id: int) -> None:
+    """Who may randomize or dispense: an investigator of the participant's site (else 403/404)."""
     require(Role.INVESTIGATOR)
+    visible_participant(participant_id)
+
+
+@bp.post("/participants/<int:participant_id>/randomize")
+@idempotent(authorize=investigator_of)
+def randomize(participant_id: int) -> tuple[Body, int]:
     password = signature_password(read_json_object())
     participant = visible_participant(participant_id)
     done = enrollment.randomize(db.session(), participant, signer=current(), password=password)
@@ -178,9 +206,8 @@ def randomize(participant_id: int) -> tuple[Body, int]:
 
 
 @bp.post("/participants/<int:participant_id>/dispense")
-@idempotent()
+@idempotent(authorize=investigator_of)
 def dispense(participant_id: int) -> tuple[Body, int]:
-    require(Role.INVESTIGATOR)
     body = read_json_object()
     visit = text_field(body, "visit")
     override = text_field(body, "override_reason", required=False)

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
-
 from randomizer.auth import current
 from randomizer.db import db
 from randomizer.errors import InvalidInput
-from randomizer.models import Role
 from randomizer.services import unblinding
-from randomizer.views.api import bp, require
+from randomizer.views.api import bp
 from randomizer.views.api_participants import iso, object_field, read_json_object, text_field
 from randomizer.views.idempotency import idempotent
-from randomizer.views.unblinding import deliver_after_response
 
 Body = dict[str, Any]
 FIELDS = frozenset({"reason_category", "reason", "signature", "participant_id"})
@@ -30,19 +26,22 @@ def _without_arm(body: Body) -> Body:
     return {k: v for k, v in body.items() if k != "arm"}
 
 
-def _redisclose(stored: Body) -> tuple[Response, int]:
+def _redisclose(stored: Body) -> tuple[Body, int]:
     session = db.session()
     participant = unblinding.find_participant(session, int(stored["participant_id"]), current())
     result = unblinding.redisclose(
         session, participant, actor_user=current(), unblinded_at=stored.get("unblinded_at")
     )
-    return jsonify(_answer(result, stored.get("unblinded_at"))), 200
+    return _answer(result, stored.get("unblinded_at")), 200
+
+
+def _may_unblind(participant_id: int) -> None:
+    unblinding.find_participant(db.session(), participant_id, current())
 
 
 @bp.post("/participants/<int:participant_id>/unblind")
-@idempotent(sanitize=_without_arm, replay=_redisclose)
+@idempotent(authorize=_may_unblind, sanitize=_without_arm, replay=_redisclose)
 def unblind(participant_id: int) -> tuple[Body, int]:
-    require(Role.INVESTIGATOR)
     body = read_json_object()
     _one_participant(body, participant_id)
     signature = object_field(body, "signature")
@@ -58,7 +57,6 @@ def unblind(participant_id: int) -> tuple[Body, int]:
         totp_code=text_field(signature, "totp", required=False),
         confirm_number=participant.randomization_number,
     )  # fmt: skip
-    deliver_after_response()
     return _answer(result, iso(result.unblinded_at)), 200
 
 

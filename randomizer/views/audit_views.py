@@ -7,24 +7,28 @@ import io
 import json
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask import Blueprint, Response, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from sqlalchemy import Engine
 
 from randomizer import audit
 from randomizer.auth import current, roles_required
-from randomizer.db import db
+from randomizer.db import db, read_transaction
 from randomizer.errors import InvalidInput
 from randomizer.instance import secrets_of
 from randomizer.models import AuditHead, Role
 from randomizer.services import audit_reports
 from randomizer.services.audit_reports import CSV_COLUMNS, EventFilter
 from randomizer.views import navigation
+from randomizer.views.input_layer import query_number
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 READERS = (Role.ADMIN, Role.STATISTICIAN)
 #: Leading characters that make a spreadsheet treat a cell as a formula.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: Events read per short transaction of the CSV export.
+EXPORT_CHUNK = 2000
 
 navigation.register(
     "audit.events",
@@ -53,17 +57,24 @@ def events() -> str | tuple[str, int]:
 @bp.post("/verify")
 @roles_required(*READERS)
 def verify() -> str:
-    result = audit.verify(db.session(), secrets_of(db.session()).audit_key)
+    return _events_page(EventFilter(), verification=verified_chain())
+
+
+def verified_chain() -> audit.Verification:
+    """Check the whole chain in a read transaction of its own, holding no lock meanwhile."""
+    key = secrets_of(db.session()).audit_key
     db.session.rollback()
-    return _events_page(EventFilter(), verification=result)
+    with read_transaction(db.engine) as session:
+        return audit.verify(session, key)
 
 
 @bp.get("/export.csv")
 @roles_required(*READERS)
 def export() -> Response:
     flt = EventFilter.parse(request.args.to_dict())
-    rows = audit_reports.export_rows(db.session(), flt)
-    response = Response(stream_with_context(_csv(rows)), mimetype="text/csv")
+    # Not stream_with_context: the request's own transaction ends when this view returns,
+    # and the rows are read in chunks, each in a short read transaction of its own.
+    response = Response(_csv(_export_rows(db.engine, flt)), mimetype="text/csv")
     response.headers["Content-Disposition"] = "attachment; filename=audit-trail.csv"
     return response
 
@@ -109,7 +120,7 @@ def unblinding_log() -> str:
 def _events_page(
     flt: EventFilter, *, error: str | None = None, verification: audit.Verification | None = None
 ) -> str:
-    before = request.args.get("before", type=int)
+    before = query_number("before", 0) or None
     page = audit_reports.find_events(db.session(), flt, before=before)
     more = len(page) == audit_reports.PAGE_SIZE
     return render_template(
@@ -122,6 +133,20 @@ def _events_page(
         verification=verification,
         form=FlaskForm(),
     )
+
+
+def _export_rows(engine: Engine, flt: EventFilter) -> Iterator[tuple[object, ...]]:
+    with read_transaction(engine) as session:
+        after, upto = 0, audit_reports.head_seq(session)
+    while True:
+        with read_transaction(engine) as session:
+            chunk = audit_reports.export_chunk(
+                session, flt, after=after, upto=upto, limit=EXPORT_CHUNK
+            )
+        if not chunk:
+            return
+        yield from chunk
+        after = int(chunk[-1][0])
 
 
 def _csv(rows: Iterator[tuple[object, ...]]) -> Iterator[str]:

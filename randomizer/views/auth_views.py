@@ -23,6 +23,7 @@ from randomizer.auth import current, current_actor, start_session
 from randomizer.db import db, utcnow
 from randomizer.errors import AuthenticationFailed
 from randomizer.forms import LoginForm, LogoutForm, TotpForm
+from randomizer.inputs import has_control_character
 from randomizer.services.users import (
     PRIVILEGED_ROLES,
     LockoutPolicy,
@@ -56,6 +57,7 @@ def _safe_next(target: str | None) -> str:
         and target.startswith("/")
         and not target.startswith("//")
         and "\\" not in target
+        and not has_control_character(target)
         and not parts.scheme
         and not parts.netloc
     ):

@@ -8,6 +8,11 @@ from randomizer import __name__ as package
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 IDEMPOTENCY = {"$ref": "#/components/parameters/IdempotencyKey"}
+KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
+SCREENING_NUMBER = {"name": "screening_number", "in": "query", "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 64}}  # fmt: skip
+OPTIONAL_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                        "schema": KEY_SCHEMA}  # fmt: skip
 PARTICIPANT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 STUDY = {"name": "study", "in": "path", "required": True, "schema": {"type": "string"}}
 SIGNATURE = {
@@ -77,7 +82,7 @@ def document() -> dict[str, Any]:
                             failed_criteria={"type": "array", "items": {"type": "string"}},
                         ),
                     ),
-                    parameters=[STUDY],
+                    parameters=[STUDY, OPTIONAL_IDEMPOTENCY],
                     requestBody=_json(
                         _obj(
                             ["site", "screening_number", "factors", "eligibility"],
@@ -87,7 +92,13 @@ def document() -> dict[str, Any]:
                             eligibility={"type": "object"},
                         )
                     ),
-                )
+                ),
+                "get": _op(
+                    "Participants with this screening number, as your role may see them",
+                    "investigator (own sites), assessor, admin",
+                    ("200", {"type": "array", "items": participant}),
+                    parameters=[STUDY, SCREENING_NUMBER],
+                ),
             },
             "/participants/{id}": {
                 "get": _op(
@@ -217,7 +228,7 @@ def document() -> dict[str, Any]:
                     "name": "Idempotency-Key",
                     "in": "header",
                     "required": True,
-                    "schema": {"type": "string", "maxLength": 255},
+                    "schema": KEY_SCHEMA,
                 }
             },
             "responses": {

@@ -6,7 +6,6 @@ the first click's result)."""
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,8 +39,6 @@ bp = Blueprint("participants", __name__)
 READERS = (Role.INVESTIGATOR, Role.ASSESSOR, Role.ADMIN, Role.STATISTICIAN, Role.PHARMACIST)
 #: Roles that may see kit codes (assessors never do).
 KIT_CODE_ROLES = frozenset({Role.INVESTIGATOR, Role.PHARMACIST, Role.ADMIN, Role.STATISTICIAN})
-#: How long a second click waits for the first one's result.
-WAIT_FOR_FIRST_CLICK = 15.0
 P = ParticipantStatus
 
 navigation.register(
@@ -110,43 +107,26 @@ class Next(NamedTuple):
 def once(action: str, target_id: object, perform: Callable[[], Next]) -> Response:
     """Run ``perform`` at most once for this form submission, then go where it leads.
 
-    A second click with the same form waits for the first click's result and goes to the
-    same place with the same message. A refusal frees the token, so the corrected form can
-    be sent again.
+    The submission token is recorded in the transaction of the work itself: a second click
+    with the same form waits for the first click's transaction and goes to the same place
+    with the same message. A refusal leaves nothing, so the corrected form can be sent again.
     """
     session = db.session()
     key = "web:" + idempotency.check_key(request.form.get("submission"))
-    endpoint = f"web {action}"
     fingerprint = hashlib.sha256(f"{action}\x1e{target_id}".encode()).hexdigest()
-    deadline = time.monotonic() + WAIT_FOR_FIRST_CLICK
-    while True:
-        try:
-            held = idempotency.claim(
-                session, user_id=current().id, key=key, endpoint=endpoint, request_hash=fingerprint
-            )
-            session.commit()
-            break
-        except idempotency.KeyInFlight:
-            session.rollback()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    if held.answer is not None:
-        return _go(Next(**held.answer[1]))
 
     def work() -> Next:
+        held = idempotency.claim(
+            session, user_id=current().id, key=key, endpoint=f"web {action}",
+            request_hash=fingerprint,
+        )  # fmt: skip
+        if held.answer is not None:
+            return Next(**held.answer[1])
         outcome = perform()
         idempotency.complete(session, held, 303, outcome._asdict())
         return outcome
 
-    try:
-        outcome = run_in_transaction(session, work)
-    except BaseException:
-        session.rollback()
-        idempotency.release(session, held)
-        session.commit()
-        raise
-    return _go(outcome)
+    return _go(run_in_transaction(session, work))
 
 
 def _go(outcome: Next) -> Response:

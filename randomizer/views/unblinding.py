@@ -10,8 +10,6 @@ from typing import Any
 
 from flask import (
     Blueprint,
-    Flask,
-    after_this_request,
     current_app,
     flash,
     redirect,
@@ -115,8 +113,7 @@ def unblind(participant_id: int) -> str | tuple[str, int]:
         session.rollback()
         _field_error(form, err)
         return _form_page(form, participant, err.status)
-    session.commit()
-    deliver_after_response()
+    session.commit()  # the sponsor's notice is in the outbox: the outbox worker sends it
     return render_template("unblinding/result.html", result=result, participant=participant)
 
 
@@ -153,22 +150,6 @@ def one_participant_only(participant_id: int) -> None:
     named = request.form.get("participant_id")
     if named is not None and named.strip() != str(participant_id):
         raise InvalidInput(_("One participant per unblinding."), field="confirm_number")
-
-
-def deliver_after_response() -> None:
-    """Send the outbox once the answer has gone out, so a slow mail server delays no one."""
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-
-    @after_this_request
-    def _later(response: Response) -> Response:
-        if response.status_code < 400:
-            response.call_on_close(lambda: _deliver(app))
-        return response
-
-
-def _deliver(app: Flask) -> None:
-    with app.app_context():
-        notifications.deliver_pending(db.session(), app.config)
 
 
 def _unblind_form(study: Study) -> UnblindForm:

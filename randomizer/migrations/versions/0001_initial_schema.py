@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-01 12:37:51.846805
+Create Date: 2026-12-01 13:27:53.715491
 """
 
 from __future__ import annotations
@@ -53,6 +53,18 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
     )
+    op.create_table(
+        "signature_failure",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_signature_failure")),
+    )
+    with op.batch_alter_table("signature_failure", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_signature_failure_key_failed_at", ["key", "failed_at"], unique=False
+        )
+
     op.create_table(
         "study",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -171,6 +183,7 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["study_id"], ["study.id"], name=op.f("fk_notification_study_id_study")
         ),
@@ -625,6 +638,10 @@ def downgrade() -> None:
     op.drop_table("api_token")
     op.drop_table("user_account")
     op.drop_table("study")
+    with op.batch_alter_table("signature_failure", schema=None) as batch_op:
+        batch_op.drop_index("ix_signature_failure_key_failed_at")
+
+    op.drop_table("signature_failure")
     op.drop_table("audit_head")
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_event_participant_id"))
