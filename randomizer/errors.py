@@ -150,6 +150,22 @@ _SHOWN: list[tuple[re.Pattern[str], Callable[[dict[str, str]], str]]] = [
             ),
         ),
         (
+            r"Randomization is paused for study (?P<study>\S+): (?P<reason>.*) Nothing was "
+            r"changed\.",
+            lambda m: _(
+                "Randomization is paused for study %(study)s: %(reason)s Nothing was changed.", **m
+            ),
+        ),
+        (
+            r"Randomization is paused at site (?P<site>\S+) of study (?P<study>\S+): "
+            r"(?P<reason>.*) Nothing was changed\.",
+            lambda m: _(
+                "Randomization is paused at site %(site)s of study %(study)s: "
+                "%(reason)s Nothing was changed.",
+                **m,
+            ),
+        ),
+        (
             r"The allocation list has no free place left .*",
             lambda m: _(
                 "The allocation list has no free place left for this participant's stratum. "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from typing import TypeVar
 import click
 from sqlalchemy.orm import Session
 
+from randomizer import audit
 from randomizer.crypto import IntegrityFailure, KeyFileError
 from randomizer.db import db
 from randomizer.errors import RandomizerError
@@ -53,3 +55,12 @@ def read_stdin_lines(count: int) -> list[str]:
             raise click.ClickException(f"expected {count} line(s) on standard input")
         lines.append(line.rstrip("\r\n"))
     return lines
+
+
+def console_actor() -> audit.Actor:
+    """The person at the console, as far as the operating system knows them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return audit.Actor(f"cli:{user}"[:64], audit.SYSTEM_ACTOR)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +12,7 @@ from typing import Any
 import click
 from flask.cli import with_appcontext
 
-from randomizer import audit
+from randomizer.cli.common import console_actor as _operator
 from randomizer.cli.common import run, transaction
 from randomizer.models import ListKind
 from randomizer.services.list_files import export_list, import_list
@@ -21,16 +20,6 @@ from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import extend_stratum, generate_list, get_list, recorded_counts
 from randomizer.services.studies import definition_of, get_study
-
-
-def _operator() -> audit.Actor:
-    """The person at the console, as far as the operating system knows them."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return audit.Actor(f"cli:{user}"[:64], audit.SYSTEM_ACTOR)
-
 
 dummy_option = click.option(
     "--dummy", is_flag=True, help="The dummy (training) list instead of the live list."

@@ -9,7 +9,7 @@ from typing import TypeVar
 import click
 from flask.cli import with_appcontext
 
-from randomizer.cli.common import read_stdin_lines, run
+from randomizer.cli.common import console_actor, read_stdin_lines, run
 from randomizer.services.studies import get_study, load_study
 
 T = TypeVar("T")
@@ -90,6 +90,32 @@ def lock_command(study_code: str, statistician: str, admin: str) -> None:
     locked_at = _run_cosigned(lock_study, study_code, statistician, admin)
     click.echo(f"{study_code} database locked at {locked_at.isoformat()}: participants and "
                "allocations can no longer be changed")  # fmt: skip
+
+
+@study_group.command("pause")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--site", help="Pause only this site (default: the whole study).")
+@click.option("--reason", required=True, help="Why (shown to every user of the study).")
+@with_appcontext
+def pause_command(study_code: str, site: str | None, reason: str) -> None:
+    """Pause randomization for the study or one site; audited."""
+    from randomizer.services.pausing import pause
+
+    run(lambda s: pause(s, get_study(s, study_code), site=site, reason=reason,
+                        actor=console_actor()))  # fmt: skip
+    click.echo(f"randomization paused for {study_code}" + (f" at site {site}" if site else ""))
+
+
+@study_group.command("resume")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--site", help="Resume only this site (default: the whole study).")
+@with_appcontext
+def resume_command(study_code: str, site: str | None) -> None:
+    """Resume randomization paused for the study or one site; audited."""
+    from randomizer.services.pausing import resume
+
+    run(lambda s: resume(s, get_study(s, study_code), site=site, actor=console_actor()))
+    click.echo(f"randomization resumed for {study_code}" + (f" at site {site}" if site else ""))
 
 
 COMMANDS = [study_group]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
@@ -17,6 +16,7 @@ from randomizer.db import utcnow
 from randomizer.errors import Conflict, StudyLocked
 from randomizer.models import Study, StudyMode
 from randomizer.services.cosign import cosign
+from randomizer.services.studies import lock_study_row
 from randomizer.services.users import actor_of
 
 MEANING = "database lock"
@@ -47,10 +47,7 @@ def lock_study(
         statistician_password=statistician_password, admin=admin, admin_password=admin_password,
     )  # fmt: skip
     # The same row lock as every allocation: a randomization in progress finishes first.
-    locked = session.scalars(
-        select(Study).where(Study.id == study.id).with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()  # fmt: skip
+    locked = lock_study_row(session, study.id)
     refuse_if_locked(locked)
     if locked.mode is not StudyMode.LIVE:
         raise Conflict(

@@ -47,6 +47,7 @@ from randomizer.services import kits as kit_service
 from randomizer.services import lists
 from randomizer.services.database_lock import refuse_if_locked
 from randomizer.services.keyring import sealer_by_key_id
+from randomizer.services.pausing import refuse_if_paused
 from randomizer.services.studies import definition_of
 from randomizer.services.users import actor_of, check_signature
 from randomizer.studydef import InvalidAnswer, StudyDefinition, VisitDef
@@ -372,6 +373,7 @@ def randomize(
     actor = actor_of(signer)
     study = lock_allocations(session, participant.study_id)
     refuse_if_locked(study)
+    refuse_if_paused(session, study, participant.site_code)
     participant = _lock_participant(session, participant.id)
     _refuse_unless_eligible(participant)  # it may have changed while we waited
     if participant.is_test != (study.mode is StudyMode.TESTING):

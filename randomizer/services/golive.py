@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from randomizer import audit
@@ -29,6 +29,7 @@ from randomizer.models import (
 from randomizer.services.cosign import cosign
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import find_list, refuse_twin
+from randomizer.services.studies import lock_study_row
 from randomizer.services.users import actor_of
 
 #: Test kits in these states are still in circulation and are taken out of use.
@@ -66,10 +67,7 @@ def go_live(
         statistician_password=statistician_password, admin=admin, admin_password=admin_password,
     )  # fmt: skip
     signer, cosigner = signers.statistician, signers.admin
-    locked = session.scalars(
-        select(Study).where(Study.id == study.id).with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()  # fmt: skip
+    locked = lock_study_row(session, study.id)
     if locked.mode is not StudyMode.TESTING:
         raise Conflict(f"Study {study.code} is already live; going live is one-way.", field="study")
     live = find_list(session, study, ListKind.LIVE)
