@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from pathlib import Path
+from typing import TextIO, TypeVar
 
 import click
 from sqlalchemy.orm import Session
@@ -64,3 +66,21 @@ def console_actor() -> audit.Actor:
     except (KeyError, OSError):
         user = "unknown"
     return audit.Actor(f"cli:{user}"[:64], audit.SYSTEM_ACTOR)
+
+
+@contextmanager
+def file_after_commit(out: Path) -> Iterator[TextIO]:
+    """A UTF-8 text file (mode 0600) written beside ``out`` and renamed to it only when the
+    block succeeds (its transaction committed): an audited export never exists without its
+    audit event, and a refusal leaves no file."""
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise click.ClickException(f"{out}: cannot be written ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)

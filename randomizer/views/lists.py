@@ -4,23 +4,22 @@ export) and the signed go-live. Admins see summaries only; site users never see 
 from __future__ import annotations
 
 import io
-import tempfile
-from typing import Any
+from typing import Any, TextIO
 
-from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from sqlalchemy import select
-from wtforms import BooleanField, IntegerField, PasswordField, SelectField
+from wtforms import BooleanField, IntegerField, SelectField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional
 
 from randomizer.auth import current, current_actor, roles_required
 from randomizer.crypto import IntegrityFailure
 from randomizer.db import db
-from randomizer.errors import Conflict, RandomizerError
+from randomizer.errors import RandomizerError
 from randomizer.models import ListKind, Role, Study
 from randomizer.services.golive import GoLiveResult, go_live
 from randomizer.services.list_files import export_list, import_list
@@ -28,16 +27,14 @@ from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import extend_stratum, find_list, generate_list, get_list
 from randomizer.services.studies import get_study
-from randomizer.services.users import check_signature
 from randomizer.views import navigation
 from randomizer.views.cosign import CosignForm, cosigned_page
+from randomizer.views.downloads import signed_download
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 
 STAT = Role.STATISTICIAN
 KIND = "<any(dummy, live):kind>"
-#: Spooled export files move from memory to a temporary file past this size.
-SPOOL_BYTES = 4 * 1024 * 1024
 
 navigation.register(
     "lists.index",
@@ -73,10 +70,6 @@ class VerifyForm(FlaskForm):
     pass
 
 
-class SignForm(FlaskForm):
-    password = PasswordField(_l("Your password"), validators=[DataRequired(), Length(max=256)])
-
-
 class GoLiveForm(CosignForm):
     confirm = BooleanField(
         _l("I understand that going live cannot be undone."), validators=[DataRequired()]
@@ -85,14 +78,6 @@ class GoLiveForm(CosignForm):
 
 def _study(code: str) -> Study:
     return get_study(db.session(), code)
-
-
-def _refused(form: FlaskForm, err: RandomizerError, field: str, template: str, **ctx: Any) -> Any:
-    """Roll back and show a refusal next to the field it concerns."""
-    db.session.rollback()
-    target = form[err.field] if err.field and err.field in form else form[field]
-    target.errors = [*target.errors, err.message]
-    return render_template(template, form=form, **ctx), err.status
 
 
 @bp.get("/")
@@ -237,35 +222,16 @@ def verify(code: str, kind: str) -> Any:
 @bp.route(f"/<code>/{KIND}/export", methods=["GET", "POST"])
 @roles_required(STAT)
 def export(code: str, kind: str) -> Any:
-    study, form = _study(code), SignForm()
-    ctx = {"study": study, "kind": ListKind(kind)}
-    if not form.validate_on_submit():
-        return render_template("lists/export.html", form=form, **ctx)
-    session = db.session()
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (sent, then closed)
-    try:
-        check_signature(session, current(), form.password.data, "unblinded list export")
-        text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
-        export_list(
-            session, study, kind=ListKind(kind), out=text, unblinded=True, actor=current_actor()
+    study, list_kind = _study(code), ListKind(kind)
+
+    def write(out: TextIO) -> int:
+        return export_list(
+            db.session(), study, kind=list_kind, out=out, unblinded=True, actor=current_actor()
         )
-        text.flush()
-        text.detach()
-    except (RandomizerError, IntegrityFailure) as err:
-        spool.close()
-        refusal = err if isinstance(err, RandomizerError) else Conflict(str(err))
-        return _refused(form, refusal, "password", "lists/export.html", **ctx)
-    except BaseException:
-        spool.close()
-        raise
-    # The audit event is committed before a single byte of the file leaves the server.
-    db.session.commit()
-    spool.seek(0)
-    return send_file(
-        spool,
-        mimetype="text/csv",
-        as_attachment=True,
-        download_name=f"{study.code}-{kind}-list-unblinded.csv",
+
+    name = f"{study.code}-{kind}-list-unblinded.csv"
+    return signed_download(
+        "lists/export.html", "unblinded list export", write, name, study=study, kind=list_kind
     )
 
 

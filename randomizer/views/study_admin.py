@@ -4,7 +4,7 @@ and the signed database lock. Every page shows the open pauses and locks of the 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TextIO
 
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
@@ -21,9 +21,11 @@ from randomizer.errors import RandomizerError
 from randomizer.models import RandomizationPause, Role, Study
 from randomizer.services import pausing
 from randomizer.services.database_lock import lock_study
+from randomizer.services.sdtm import export_dm
 from randomizer.services.studies import get_study
 from randomizer.views import navigation
 from randomizer.views.cosign import CosignForm, cosigned_page
+from randomizer.views.downloads import signed_download
 
 bp = Blueprint("studies", __name__, url_prefix="/studies")
 
@@ -124,6 +126,18 @@ def lock(code: str) -> Any:
         return redirect(url_for(".index"))
 
     return cosigned_page(study, LockForm(), "studies/lock.html", lock_study, done)
+
+
+@bp.route("/<code>/sdtm-dm", methods=["GET", "POST"])
+@roles_required(Role.STATISTICIAN)
+def sdtm_dm(code: str) -> Any:
+    study = get_study(db.session(), code)
+
+    def write(out: TextIO) -> int:
+        return export_dm(db.session(), study, out=out, actor=current_actor())
+
+    name = f"{study.code}-sdtm-dm.csv"
+    return signed_download("studies/sdtm_dm.html", "SDTM DM export", write, name, study=study)
 
 
 @bp.app_context_processor
