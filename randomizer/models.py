@@ -157,6 +157,10 @@ class Study(Base):
     definition_toml: Mapped[str] = mapped_column(Text)
     mode: Mapped[StudyMode] = mapped_column(_enum(StudyMode, "study_mode"))
     went_live_at: Mapped[dt.datetime | None]
+    #: Database lock (one-way): when, and the signing statistician and admin.
+    locked_at: Mapped[dt.datetime | None]
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    lock_cosigned_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[created]
 
     sites: Mapped[list[Site]] = relationship(
@@ -339,6 +343,23 @@ class Kit(Base):
     created_at: Mapped[created]
 
     __table_args__ = (Index("ix_kit_site_status", "study_id", "site_code", "status"),)
+
+
+class RandomizationPause(Base):
+    """A pause of randomization for a whole study (``site_code`` NULL) or one site."""
+
+    __tablename__ = "randomization_pause"
+    __table_args__ = (Index("ix_randomization_pause_open", "study_id", "resumed_at"),)
+
+    id: Mapped[intpk]
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    site_code: Mapped[str | None] = mapped_column(String(64))
+    #: Shown to every user of the study, masked staff included.
+    reason: Mapped[str] = mapped_column(Text)
+    paused_by: Mapped[str] = mapped_column(String(64))
+    paused_at: Mapped[created]
+    resumed_by: Mapped[str | None] = mapped_column(String(64))
+    resumed_at: Mapped[dt.datetime | None]
 
 
 class Participant(Base):

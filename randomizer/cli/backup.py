@@ -15,8 +15,8 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from randomizer import audit
+from randomizer.cli.common import console_actor as _operator
 from randomizer.cli.common import transaction
-from randomizer.cli.lists import _operator
 from randomizer.db import db
 from randomizer.instance import secrets_of
 from randomizer.models import ListKind, Study

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from pathlib import Path
+from typing import TextIO, TypeVar
 
 import click
 from sqlalchemy.orm import Session
 
+from randomizer import audit
 from randomizer.crypto import IntegrityFailure, KeyFileError
 from randomizer.db import db
 from randomizer.errors import RandomizerError
@@ -53,3 +57,30 @@ def read_stdin_lines(count: int) -> list[str]:
             raise click.ClickException(f"expected {count} line(s) on standard input")
         lines.append(line.rstrip("\r\n"))
     return lines
+
+
+def console_actor() -> audit.Actor:
+    """The person at the console, as far as the operating system knows them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return audit.Actor(f"cli:{user}"[:64], audit.SYSTEM_ACTOR)
+
+
+@contextmanager
+def file_after_commit(out: Path) -> Iterator[TextIO]:
+    """A UTF-8 text file (mode 0600) written beside ``out`` and renamed to it only when the
+    block succeeds (its transaction committed): an audited export never exists without its
+    audit event, and a refusal leaves no file."""
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise click.ClickException(f"{out}: cannot be written ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)

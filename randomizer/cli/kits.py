@@ -5,28 +5,18 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import getpass
 from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
 
-from randomizer import audit
+from randomizer.cli.common import console_actor as _operator
 from randomizer.cli.common import run, transaction
 from randomizer.db import utcnow
 from randomizer.services.kit_lifecycle import expire_kits
 from randomizer.services.kits import EXPORT_COLUMNS, export_rows, generate_kits
 from randomizer.services.studies import get_study
 from randomizer.services.supply.policy import check_all
-
-
-def _operator() -> audit.Actor:
-    """The person at the console, as far as the operating system knows them."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return audit.Actor(f"cli:{user}"[:64], audit.SYSTEM_ACTOR)
 
 
 @click.group("kits")

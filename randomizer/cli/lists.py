@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,24 +11,14 @@ from typing import Any
 import click
 from flask.cli import with_appcontext
 
-from randomizer import audit
-from randomizer.cli.common import run, transaction
+from randomizer.cli.common import console_actor as _operator
+from randomizer.cli.common import file_after_commit, run, transaction
 from randomizer.models import ListKind
 from randomizer.services.list_files import export_list, import_list
 from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import extend_stratum, generate_list, get_list, recorded_counts
 from randomizer.services.studies import definition_of, get_study
-
-
-def _operator() -> audit.Actor:
-    """The person at the console, as far as the operating system knows them."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return audit.Actor(f"cli:{user}"[:64], audit.SYSTEM_ACTOR)
-
 
 dummy_option = click.option(
     "--dummy", is_flag=True, help="The dummy (training) list instead of the live list."
@@ -150,33 +138,22 @@ def import_command(study_code: str, file: Path, dummy: bool) -> None:
 @with_appcontext
 def export_command(study_code: str, out: Path, dummy: bool, unblinded: bool) -> None:
     """Write the live (or dummy) list as CSV; --unblinded adds the arm and is audited."""
-    # Written beside the target and renamed only once the audit event is committed, so an
-    # unblinded file never exists without its audit record.
-    partial = out.with_name(f".{out.name}.partial")
-    try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        raise click.ClickException(f"{out}: cannot be written ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+    with file_after_commit(out) as handle:
 
-            def service(session: Any) -> int:
-                study = get_study(session, study_code)
-                with _progress("Exporting", _total(session, study, dummy)) as progress:
-                    return export_list(
-                        session,
-                        study,
-                        kind=_kind(dummy),
-                        out=handle,
-                        unblinded=unblinded,
-                        actor=_operator(),
-                        progress=progress,
-                    )
+        def service(session: Any) -> int:
+            study = get_study(session, study_code)
+            with _progress("Exporting", _total(session, study, dummy)) as progress:
+                return export_list(
+                    session,
+                    study,
+                    kind=_kind(dummy),
+                    out=handle,
+                    unblinded=unblinded,
+                    actor=_operator(),
+                    progress=progress,
+                )
 
-            count = run(service)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+        count = run(service)
     what = "unblinded (arm column included; audited)" if unblinded else "blinded"
     click.echo(f"wrote {count} slots of the {_kind(dummy).value} list to {out}, {what}")
 

@@ -49,7 +49,9 @@ from randomizer.models import (
 )
 from randomizer.services import kits as kit_service
 from randomizer.services import lists
+from randomizer.services.database_lock import refuse_if_locked
 from randomizer.services.keyring import sealer_by_key_id
+from randomizer.services.pausing import refuse_if_paused
 from randomizer.services.studies import definition_of
 from randomizer.services.supply import allocation
 from randomizer.services.users import actor_of, check_signature
@@ -186,6 +188,7 @@ def register_participant(
     actor: audit.Actor,
 ) -> Participant:
     """Register a screened participant: eligible, or a screen failure naming the criteria."""
+    refuse_if_locked(study)
     definition = definition_of(study)
     number = _screening_number(screening_number)
     stratum, failed = _judge(definition, site, factors, eligibility)
@@ -225,6 +228,7 @@ def correct_screening(
 ) -> Participant:
     """Correct screening data before randomization; old and new values and the reason audited."""
     study = session.get_one(Study, participant.study_id)
+    refuse_if_locked(study)
     if participant.status not in SCREENING:
         raise Conflict(
             "Screening data can be corrected only before randomization.", field="participant"
@@ -386,6 +390,8 @@ def randomize(
     actor = actor_of(signer)
     participant = _lock_participant(session, participant.id)
     study = session.get_one(Study, participant.study_id)
+    refuse_if_locked(study)
+    refuse_if_paused(session, study, participant.site_code)
     _refuse_unless_eligible(participant)  # it may have changed while we waited
     if participant.is_test != (study.mode is StudyMode.TESTING):
         raise Conflict(
@@ -496,6 +502,7 @@ def dispense(
     check_signature(session, signer, password, DISPENSE_MEANING.format(visit=code))
     signed_at, actor = utcnow(), actor_of(signer)
     participant = _lock_participant(session, participant.id)
+    refuse_if_locked(study)
     _dispensing_visit(definition, participant, code)  # re-check under the lock
     kit = allocation.allocate_kit(
         session, study, site=participant.site_code, arm=_arm_of(session, study, participant),
@@ -563,6 +570,7 @@ def replace_kit(
     code = kitcodes.canonical(kit_code) if isinstance(kit_code, str) else ""
     participant = _lock_participant(session, participant.id)
     study = session.get_one(Study, participant.study_id)
+    refuse_if_locked(study)
     if participant.status is not P.RANDOMIZED:
         raise Conflict(
             "Only kits of randomized participants are replaced here.", field="participant"
@@ -617,6 +625,7 @@ def _change_status(
     reason: object,
     action: str,
 ) -> Participant:
+    refuse_if_locked(session.get_one(Study, participant.study_id))
     why = _reason(reason)
     if participant.status not in allowed_from:
         raise Conflict(

@@ -10,27 +10,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, NotPermitted, SignatureInvalid
+from randomizer.errors import Conflict
 from randomizer.models import (
     Kit,
     KitStatus,
     ListKind,
     Participant,
-    Role,
     Shipment,
     ShipmentStatus,
     Study,
     StudyMode,
-    User,
 )
+from randomizer.services.cosign import cosign
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import find_list, refuse_twin
-from randomizer.services.users import actor_of, check_signature
+from randomizer.services.studies import lock_study_row
+from randomizer.services.users import actor_of
 
 #: Test kits in these states are still in circulation and are taken out of use.
 _IN_CIRCULATION = (
@@ -62,12 +62,12 @@ def go_live(
     admin_password: str,
 ) -> GoLiveResult:
     """Switch the study to live for good; both signatures are checked before anything changes."""
-    signer = _signer(session, statistician, statistician_password, Role.STATISTICIAN)
-    cosigner = _signer(session, admin, admin_password, Role.ADMIN)
-    locked = session.scalars(
-        select(Study).where(Study.id == study.id).with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()  # fmt: skip
+    signers = cosign(
+        session, step="Going live", meaning=MEANING, statistician=statistician,
+        statistician_password=statistician_password, admin=admin, admin_password=admin_password,
+    )  # fmt: skip
+    signer, cosigner = signers.statistician, signers.admin
+    locked = lock_study_row(session, study.id)
     if locked.mode is not StudyMode.TESTING:
         raise Conflict(f"Study {study.code} is already live; going live is one-way.", field="study")
     live = find_list(session, study, ListKind.LIVE)
@@ -105,20 +105,6 @@ def go_live(
     )  # fmt: skip
     session.flush()
     return result
-
-
-def _signer(session: Session, username: str, password: str, role: Role) -> User:
-    field = role.value
-    user = session.scalar(select(User).where(User.username == username.strip().lower()))
-    if user is None or user.role is not role or not user.active:
-        raise NotPermitted(f"Going live must be signed by an active {role.value} account; "
-                           f"{username!r} is not one.", field=field)  # fmt: skip
-    try:
-        check_signature(session, user, password, MEANING)
-    except SignatureInvalid as exc:
-        raise SignatureInvalid(f"{role.value} {user.username}: {exc.message}",
-                               field=f"{field}_password") from None  # fmt: skip
-    return user
 
 
 def _archive_participants(session: Session, study: Study) -> int:

@@ -32,6 +32,17 @@ def get_study(session: Session, code: str) -> Study:
     return study
 
 
+def lock_study_row(session: Session, study_id: int) -> Study:
+    """The study, refreshed and row-locked until the transaction ends (``FOR UPDATE``).
+
+    Allocations take the same lock, so a step taken under it never races a randomization.
+    """
+    return session.scalars(
+        select(Study).where(Study.id == study_id).with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()  # fmt: skip
+
+
 def load_study(
     session: Session, *, text: str, filename: str, actor: audit.Actor = audit.SYSTEM
 ) -> tuple[Study, bool]:

@@ -4,39 +4,37 @@ export) and the signed go-live. Admins see summaries only; site users never see 
 from __future__ import annotations
 
 import io
-import tempfile
-from typing import Any
+from typing import Any, TextIO
 
-from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from sqlalchemy import select
-from wtforms import BooleanField, IntegerField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, IntegerField, SelectField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional
 
 from randomizer.auth import current, current_actor, roles_required
 from randomizer.crypto import IntegrityFailure
 from randomizer.db import db
-from randomizer.errors import Conflict, RandomizerError
+from randomizer.errors import RandomizerError
 from randomizer.models import ListKind, Role, Study
-from randomizer.services.golive import go_live
+from randomizer.services.golive import GoLiveResult, go_live
 from randomizer.services.list_files import export_list, import_list
 from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import extend_stratum, find_list, generate_list, get_list
 from randomizer.services.studies import get_study
-from randomizer.services.users import check_signature
 from randomizer.views import navigation
+from randomizer.views.cosign import CosignForm, cosigned_page
+from randomizer.views.downloads import signed_download
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 
 STAT = Role.STATISTICIAN
 KIND = "<any(dummy, live):kind>"
-#: Spooled export files move from memory to a temporary file past this size.
-SPOOL_BYTES = 4 * 1024 * 1024
 
 navigation.register(
     "lists.index",
@@ -72,19 +70,7 @@ class VerifyForm(FlaskForm):
     pass
 
 
-class SignForm(FlaskForm):
-    password = PasswordField(_l("Your password"), validators=[DataRequired(), Length(max=256)])
-
-
-class GoLiveForm(FlaskForm):
-    statistician = StringField(_l("Statistician (username)"), validators=[DataRequired()])
-    statistician_password = PasswordField(
-        _l("Statistician's password"), validators=[DataRequired(), Length(max=256)]
-    )
-    admin = StringField(_l("Administrator (username)"), validators=[DataRequired()])
-    admin_password = PasswordField(
-        _l("Administrator's password"), validators=[DataRequired(), Length(max=256)]
-    )
+class GoLiveForm(CosignForm):
     confirm = BooleanField(
         _l("I understand that going live cannot be undone."), validators=[DataRequired()]
     )
@@ -92,14 +78,6 @@ class GoLiveForm(FlaskForm):
 
 def _study(code: str) -> Study:
     return get_study(db.session(), code)
-
-
-def _refused(form: FlaskForm, err: RandomizerError, field: str, template: str, **ctx: Any) -> Any:
-    """Roll back and show a refusal next to the field it concerns."""
-    db.session.rollback()
-    target = form[err.field] if err.field and err.field in form else form[field]
-    target.errors = [*target.errors, err.message]
-    return render_template(template, form=form, **ctx), err.status
 
 
 @bp.get("/")
@@ -245,74 +223,38 @@ def verify(code: str, kind: str) -> Any:
 @bp.route(f"/<code>/{KIND}/export", methods=["GET", "POST"])
 @roles_required(STAT)
 def export(code: str, kind: str) -> Any:
-    study, form = _study(code), SignForm()
-    ctx = {"study": study, "kind": ListKind(kind)}
-    if not form.validate_on_submit():
-        return render_template("lists/export.html", form=form, **ctx)
-    session = db.session()
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (sent, then closed)
-    try:
-        check_signature(session, current(), form.password.data, "unblinded list export")
-        text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
-        export_list(
-            session, study, kind=ListKind(kind), out=text, unblinded=True, actor=current_actor()
+    study, list_kind = _study(code), ListKind(kind)
+
+    def write(out: TextIO) -> int:
+        return export_list(
+            db.session(), study, kind=list_kind, out=out, unblinded=True, actor=current_actor()
         )
-        text.flush()
-        text.detach()
-    except (RandomizerError, IntegrityFailure) as err:
-        spool.close()
-        refusal = err if isinstance(err, RandomizerError) else Conflict(str(err))
-        return _refused(form, refusal, "password", "lists/export.html", **ctx)
-    except BaseException:
-        spool.close()
-        raise
-    # The audit event is committed before a single byte of the file leaves the server.
-    db.session.commit()
-    spool.seek(0)
-    return send_file(
-        spool,
-        mimetype="text/csv",
-        as_attachment=True,
-        download_name=f"{study.code}-{kind}-list-unblinded.csv",
+
+    name = f"{study.code}-{kind}-list-unblinded.csv"
+    return signed_download(
+        "lists/export.html", "unblinded list export", write, name, study=study, kind=list_kind
     )
 
 
 @bp.route("/<code>/go-live", methods=["GET", "POST"])
 @roles_required(STAT, Role.ADMIN)
 def golive(code: str) -> Any:
-    study, form, user = _study(code), GoLiveForm(), current()
-    if not form.is_submitted():
-        field = form.statistician if user.role is STAT else form.admin
-        field.data = user.username
-    ctx = {"study": study, "live": find_list(db.session(), study, ListKind.LIVE)}
-    if not form.validate_on_submit():
-        return render_template("lists/go_live.html", form=form, **ctx)
-    signers = {form.statistician.data.strip().lower(), form.admin.data.strip().lower()}
-    if user.username not in signers:
-        form.statistician.errors = [_("You must be one of the two signers.")]
-        return render_template("lists/go_live.html", form=form, **ctx), 403
-    try:
-        result = go_live(
-            db.session(),
-            study,
-            statistician=form.statistician.data,
-            statistician_password=form.statistician_password.data,
-            admin=form.admin.data,
-            admin_password=form.admin_password.data,
+    study = _study(code)
+
+    def done(result: GoLiveResult) -> Any:
+        flash(
+            _(
+                "%(study)s is live. Test data was archived: %(p)d participants, %(k)d kits.",
+                study=study.code,
+                p=result.participants_archived,
+                k=result.kits_quarantined,
+            ),
+            "success",
         )
-    except RandomizerError as err:
-        return _refused(form, err, "confirm", "lists/go_live.html", **ctx)
-    db.session.commit()
-    flash(
-        _(
-            "%(study)s is live. Test data was archived: %(p)d participants, %(k)d kits.",
-            study=study.code,
-            p=result.participants_archived,
-            k=result.kits_quarantined,
-        ),
-        "success",
-    )
-    return redirect(url_for(".index"))
+        return redirect(url_for(".index"))
+
+    live = find_list(db.session(), study, ListKind.LIVE)
+    return cosigned_page(study, GoLiveForm(), "lists/go_live.html", go_live, done, live=live)
 
 
 def _kind_label(kind: ListKind) -> str:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-01 13:27:53.715491
+Create Date: 2026-12-01 13:30:52.493286
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("went_live_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("locked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("locked_by", sa.String(length=64), nullable=True),
+        sa.Column("lock_cosigned_by", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_study")),
         sa.UniqueConstraint("code", name=op.f("uq_study_code")),
@@ -235,6 +238,26 @@ def upgrade() -> None:
             name=op.f("uq_participant_study_id_screening_number_is_test_archived"),
         ),
     )
+    op.create_table(
+        "randomization_pause",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("study_id", sa.Integer(), nullable=False),
+        sa.Column("site_code", sa.String(length=64), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("paused_by", sa.String(length=64), nullable=False),
+        sa.Column("paused_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("resumed_by", sa.String(length=64), nullable=True),
+        sa.Column("resumed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["study_id"], ["study.id"], name=op.f("fk_randomization_pause_study_id_study")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_randomization_pause")),
+    )
+    with op.batch_alter_table("randomization_pause", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_randomization_pause_open", ["study_id", "resumed_at"], unique=False
+        )
+
     op.create_table(
         "shipment",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -625,6 +648,10 @@ def downgrade() -> None:
     op.drop_table("user_site")
     op.drop_table("site")
     op.drop_table("shipment")
+    with op.batch_alter_table("randomization_pause", schema=None) as batch_op:
+        batch_op.drop_index("ix_randomization_pause_open")
+
+    op.drop_table("randomization_pause")
     op.drop_table("participant")
     op.drop_table("notification")
     op.drop_table("idempotency_record")
