@@ -16,7 +16,9 @@ from flask.cli import with_appcontext
 from randomizer import audit
 from randomizer.cli.common import run, transaction
 from randomizer.models import ListKind
+from randomizer.predictability import SMALL_STRATUM_BLOCKS, decimals
 from randomizer.services.list_files import export_list, import_list
+from randomizer.services.list_predictability import ListPredictability, assess_list
 from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import extend_stratum, generate_list, get_list, recorded_counts
@@ -232,8 +234,13 @@ def extend_command(study_code: str, stratum: str, slots: int, dummy: bool) -> No
 @dummy_option
 @with_appcontext
 def show_command(study_code: str, dummy: bool) -> None:
-    """Summary: slots and use per stratum, block-size counts, fingerprint (never arms)."""
-    summary = run(lambda s: summarize(s, get_study(s, study_code), _kind(dummy)))
+    """Summary: slots and use per stratum, block-size counts, fingerprint, predictability."""
+    summary, figures = run(
+        lambda s: (
+            summarize(s, get_study(s, study_code), _kind(dummy)),
+            assess_list(s, get_study(s, study_code), _kind(dummy)),
+        )
+    )
     row = summary.row
     click.echo(
         f"{row.kind.value} list of {study_code} ({row.source}, {row.algorithm_version}), "
@@ -246,6 +253,42 @@ def show_command(study_code: str, dummy: bool) -> None:
     for s in summary.strata:
         blocks = ", ".join(f"{size}×{n}" for size, n in sorted(s.blocks.items()))
         click.echo(f"{s.stratum}\t{s.slots}\t{s.used}\t{s.available}\t{blocks}")
+    _echo_predictability(figures)
+
+
+def _echo_predictability(p: ListPredictability) -> None:
+    """The predictability figures (SPEC §4.4): the guesser knows the blocks (worst case)."""
+    total = p.total
+    click.echo(p.line)
+    click.echo(
+        f"deterministic allocations: {total.deterministic} of {total.slots} "
+        f"({decimals(total.deterministic_share * 100, 1)}%)"
+    )
+    click.echo(
+        "expected imbalance if enrolment stops mid-block: "
+        f"{decimals(total.mean_imbalance, 2)} participants"
+    )
+    click.echo("stratum\texpected correct guesses\tdeterministic\tmid-block imbalance")
+    for s in p.strata:
+        f = s.figures
+        click.echo(
+            f"{s.stratum}\t{decimals(f.correct, 2)} of {f.slots} "
+            f"({decimals(f.correct_share * 100, 1)}%)\t{f.deterministic}\t"
+            f"{decimals(f.mean_imbalance, 2)}"
+        )
+    sizes = " and ".join(str(size) for size in p.block_sizes)
+    for s in p.small_strata:
+        assert s.expected is not None  # small only when an enrolment is expected
+        click.echo(
+            f"warning: stratum {s.stratum} expects about {decimals(s.expected, 1)} participants, "
+            f"small for blocks of {sizes} (fewer than {SMALL_STRATUM_BLOCKS} of the largest): "
+            "the last, unfinished block weighs on its balance; consider fewer strata"
+        )
+    if p.expected_enrolment is None:
+        click.echo(
+            "expected enrolment: not stated ([randomization] expected_enrolment); "
+            "small strata are not checked"
+        )
 
 
 COMMANDS = [list_group]

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import tempfile
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
+from flask_babel import format_decimal
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -22,8 +25,10 @@ from randomizer.crypto import IntegrityFailure
 from randomizer.db import db
 from randomizer.errors import Conflict, RandomizerError
 from randomizer.models import ListKind, Role, Study
+from randomizer.predictability import decimals
 from randomizer.services.golive import go_live
 from randomizer.services.list_files import export_list, import_list
+from randomizer.services.list_predictability import assess_list
 from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import extend_stratum, find_list, generate_list, get_list
@@ -88,6 +93,12 @@ class GoLiveForm(FlaskForm):
     confirm = BooleanField(
         _l("I understand that going live cannot be undone."), validators=[DataRequired()]
     )
+
+
+@bp.app_template_filter("fixed")
+def _fixed(value: Fraction, places: int = 2) -> str:
+    """An exact figure rounded half up, written the page's way (2.50 or 2,50)."""
+    return str(format_decimal(Decimal(decimals(value, places)), format="0." + "0" * places))
 
 
 def _study(code: str) -> Study:
@@ -189,11 +200,14 @@ def summary(code: str, kind: str, extend: ExtendForm | None = None) -> Any:
     result = summarize(db.session(), study, ListKind(kind))
     form = extend or ExtendForm()
     form.stratum.choices = [SelectChoice(s) for s in result.row.params["strata"]]
+    # The figures depend on the arms: the statistician's page only, never the admin's.
+    figures = assess_list(db.session(), study, ListKind(kind)) if current().role is STAT else None
     return render_template(
         "lists/summary.html",
         study=study,
         kind=ListKind(kind),
         summary=result,
+        predictability=figures,
         extend=form,
         verify=VerifyForm(),
         may_change=current().role is STAT,
