@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy.orm import Session
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from randomizer.crypto import IntegrityFailure, KeyFileError
 from randomizer.db import db
 from randomizer.errors import RandomizerError
+from randomizer.services.bulk_unblinding import Signature
 
 T = TypeVar("T")
 
@@ -53,3 +54,23 @@ def read_stdin_lines(count: int) -> list[str]:
             raise click.ClickException(f"expected {count} line(s) on standard input")
         lines.append(line.rstrip("\r\n"))
     return lines
+
+
+def signature_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--statistician NAME --second NAME``: the signers of a two-person unblinded export."""
+    second = click.option(
+        "--second", metavar="NAME", help="Second unblinded signer (statistician or pharmacist)."
+    )
+    first = click.option(
+        "--statistician", metavar="NAME", help="Signing statistician (passwords on stdin)."
+    )
+    return first(second(command))
+
+
+def read_signatures(statistician: str | None, second: str | None) -> list[Signature]:
+    """The signers named, with their passwords from standard input (one per line)."""
+    if second and not statistician:
+        raise click.UsageError("--second needs --statistician (the first signer)")
+    names = [name for name in (statistician, second) if name]
+    passwords = read_stdin_lines(len(names)) if names else []
+    return [Signature(name, password) for name, password in zip(names, passwords, strict=True)]

@@ -14,7 +14,7 @@ import click
 from flask.cli import with_appcontext
 
 from randomizer import audit
-from randomizer.cli.common import run, transaction
+from randomizer.cli.common import read_signatures, run, signature_options, transaction
 from randomizer.models import ListKind
 from randomizer.predictability import SMALL_STRATUM_BLOCKS, decimals
 from randomizer.services.list_files import export_list, import_list
@@ -149,9 +149,22 @@ def import_command(study_code: str, file: Path, dummy: bool) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @dummy_option
 @click.option("--unblinded", is_flag=True, help="Add the arm column (audited).")
+@signature_options
 @with_appcontext
-def export_command(study_code: str, out: Path, dummy: bool, unblinded: bool) -> None:
-    """Write the live (or dummy) list as CSV; --unblinded adds the arm and is audited."""
+def export_command(
+    study_code: str,
+    out: Path,
+    dummy: bool,
+    unblinded: bool,
+    statistician: str | None,
+    second: str | None,
+) -> None:
+    """Write the live (or dummy) list as CSV; --unblinded adds the arm and is audited.
+
+    When the study sets bulk_export_signers = 2, the unblinded live list needs
+    --statistician NAME --second NAME, both passwords on stdin, one per line.
+    """
+    signatures = read_signatures(statistician, second)
     # Written beside the target and renamed only once the audit event is committed, so an
     # unblinded file never exists without its audit record.
     partial = out.with_name(f".{out.name}.partial")
@@ -173,6 +186,7 @@ def export_command(study_code: str, out: Path, dummy: bool, unblinded: bool) -> 
                         unblinded=unblinded,
                         actor=_operator(),
                         progress=progress,
+                        signatures=signatures,
                     )
 
             count = run(service)

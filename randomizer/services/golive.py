@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, NotPermitted, SignatureInvalid
+from randomizer.errors import Conflict
 from randomizer.models import (
     Kit,
     KitStatus,
@@ -30,7 +30,8 @@ from randomizer.models import (
 )
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import find_list, refuse_twin
-from randomizer.services.users import actor_of, check_signature
+from randomizer.services.signatures import check_signer
+from randomizer.services.users import actor_of
 
 #: Test kits in these states are still in circulation and are taken out of use.
 _IN_CIRCULATION = (
@@ -108,17 +109,8 @@ def go_live(
 
 
 def _signer(session: Session, username: str, password: str, role: Role) -> User:
-    field = role.value
-    user = session.scalar(select(User).where(User.username == username.strip().lower()))
-    if user is None or user.role is not role or not user.active:
-        raise NotPermitted(f"Going live must be signed by an active {role.value} account; "
-                           f"{username!r} is not one.", field=field)  # fmt: skip
-    try:
-        check_signature(session, user, password, MEANING)
-    except SignatureInvalid as exc:
-        raise SignatureInvalid(f"{role.value} {user.username}: {exc.message}",
-                               field=f"{field}_password") from None  # fmt: skip
-    return user
+    return check_signer(session, username, password, roles=(role,), action="Going live",
+                        meaning=MEANING, field=role.value)  # fmt: skip
 
 
 def _archive_participants(session: Session, study: Study) -> int:

@@ -26,6 +26,7 @@ from randomizer.db import db
 from randomizer.errors import Conflict, RandomizerError
 from randomizer.models import ListKind, Role, Study
 from randomizer.predictability import decimals
+from randomizer.services.bulk_unblinding import Signature, signers_needed
 from randomizer.services.golive import go_live
 from randomizer.services.list_files import export_list, import_list
 from randomizer.services.list_predictability import assess_list
@@ -33,7 +34,6 @@ from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import extend_stratum, find_list, generate_list, get_list
 from randomizer.services.studies import get_study
-from randomizer.services.users import check_signature
 from randomizer.views import navigation
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
@@ -79,6 +79,15 @@ class VerifyForm(FlaskForm):
 
 class SignForm(FlaskForm):
     password = PasswordField(_l("Your password"), validators=[DataRequired(), Length(max=256)])
+
+
+class TwoPersonSignForm(SignForm):
+    second = StringField(
+        _l("Second unblinded person (username)"), validators=[DataRequired(), Length(max=64)]
+    )
+    second_password = PasswordField(
+        _l("Second person's password"), validators=[DataRequired(), Length(max=256)]
+    )
 
 
 class GoLiveForm(FlaskForm):
@@ -258,18 +267,23 @@ def verify(code: str, kind: str) -> Any:
 @bp.route(f"/<code>/{KIND}/export", methods=["GET", "POST"])
 @roles_required(STAT)
 def export(code: str, kind: str) -> Any:
-    study, form = _study(code), SignForm()
-    ctx = {"study": study, "kind": ListKind(kind)}
+    study = _study(code)
+    two_person = signers_needed(study, live=kind == ListKind.LIVE.value) > 1
+    form = TwoPersonSignForm() if two_person else SignForm()
+    ctx = {"study": study, "kind": ListKind(kind), "two_person": two_person}
     if not form.validate_on_submit():
         return render_template("lists/export.html", form=form, **ctx)
     session = db.session()
+    signatures = [Signature(current().username, form.password.data)]
+    if isinstance(form, TwoPersonSignForm):
+        signatures.append(Signature(form.second.data, form.second_password.data))
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (sent, then closed)
     try:
-        check_signature(session, current(), form.password.data, "unblinded list export")
         text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
         export_list(
-            session, study, kind=ListKind(kind), out=text, unblinded=True, actor=current_actor()
-        )
+            session, study, kind=ListKind(kind), out=text, unblinded=True,
+            actor=current_actor(), signatures=signatures,
+        )  # fmt: skip
         text.flush()
         text.detach()
     except (RandomizerError, IntegrityFailure) as err:
