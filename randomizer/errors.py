@@ -65,6 +65,14 @@ class StratumExhausted(Conflict):
     slug, title = "list-exhausted", "Allocation list exhausted"
 
 
+class StudyLocked(Conflict):
+    slug, title = "study-locked", "Study database locked"
+
+
+class RandomizationPaused(Conflict):
+    slug, title = "randomization-paused", "Randomization paused"
+
+
 class IdempotencyError(RandomizerError):
     slug, title = "idempotency", "Idempotency-Key problem"
 
@@ -134,6 +142,14 @@ _SHOWN: list[tuple[re.Pattern[str], Callable[[dict[str, str]], str]]] = [
             ),
         ),
         (
+            r"The database of study (?P<study>\S+) is locked: .*",
+            lambda m: _(
+                "The database of study %(study)s is locked: participants and allocations can "
+                "no longer be changed. Nothing was changed.",
+                **m,
+            ),
+        ),
+        (
             r"The allocation list has no free place left .*",
             lambda m: _(
                 "The allocation list has no free place left for this participant's stratum. "
@@ -152,6 +168,7 @@ def _titles_for_extraction() -> tuple[str, ...]:
         _("Conflict with the current state"), _("Participant already randomized"),
         _("Participant not eligible"), _("No kit available"), _("Allocation list exhausted"),
         _("Idempotency-Key problem"), _("Service not configured"),
+        _("Study database locked"), _("Randomization paused"),
     )  # fmt: skip
 
 

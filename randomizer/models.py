@@ -157,6 +157,10 @@ class Study(Base):
     definition_toml: Mapped[str] = mapped_column(Text)
     mode: Mapped[StudyMode] = mapped_column(_enum(StudyMode, "study_mode"))
     went_live_at: Mapped[dt.datetime | None]
+    #: Database lock (one-way): when, and the signing statistician and admin.
+    locked_at: Mapped[dt.datetime | None]
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    lock_cosigned_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[created]
 
     sites: Mapped[list[Site]] = relationship(

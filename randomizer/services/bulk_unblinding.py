@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from randomizer import audit
 from randomizer.errors import NotPermitted
 from randomizer.models import Role, Study, StudyMode, User
+from randomizer.services.cosign import check_signer
 from randomizer.services.kits import export_rows, list_kits, open_arms
-from randomizer.services.signatures import check_signer
 from randomizer.services.studies import definition_of
 
 MEANING = "unblinded bulk export"

@@ -45,6 +45,7 @@ from randomizer.models import (
 )
 from randomizer.services import kits as kit_service
 from randomizer.services import lists
+from randomizer.services.database_lock import refuse_if_locked
 from randomizer.services.keyring import sealer_by_key_id
 from randomizer.services.studies import definition_of
 from randomizer.services.users import actor_of, check_signature
@@ -175,6 +176,7 @@ def register_participant(
     actor: audit.Actor,
 ) -> Participant:
     """Register a screened participant: eligible, or a screen failure naming the criteria."""
+    refuse_if_locked(study)
     definition = definition_of(study)
     number = _screening_number(screening_number)
     stratum, failed = _judge(definition, site, factors, eligibility)
@@ -214,6 +216,7 @@ def correct_screening(
 ) -> Participant:
     """Correct screening data before randomization; old and new values and the reason audited."""
     study = session.get_one(Study, participant.study_id)
+    refuse_if_locked(study)
     if participant.status not in SCREENING:
         raise Conflict(
             "Screening data can be corrected only before randomization.", field="participant"
@@ -368,6 +371,7 @@ def randomize(
     signed_at = utcnow()
     actor = actor_of(signer)
     study = lock_allocations(session, participant.study_id)
+    refuse_if_locked(study)
     participant = _lock_participant(session, participant.id)
     _refuse_unless_eligible(participant)  # it may have changed while we waited
     if participant.is_test != (study.mode is StudyMode.TESTING):
@@ -478,6 +482,7 @@ def dispense(
     check_signature(session, signer, password, DISPENSE_MEANING.format(visit=code))
     signed_at, actor = utcnow(), actor_of(signer)
     study = lock_allocations(session, participant.study_id)
+    refuse_if_locked(study)
     participant = _lock_participant(session, participant.id)
     _dispensing_visit(definition, participant, code)  # re-check under the lock
     kit = kit_service.allocate_kit(
@@ -545,6 +550,7 @@ def replace_kit(
     why = _reason(reason)
     code = kitcodes.canonical(kit_code) if isinstance(kit_code, str) else ""
     study = lock_allocations(session, participant.study_id)
+    refuse_if_locked(study)
     participant = _lock_participant(session, participant.id)
     if participant.status is not P.RANDOMIZED:
         raise Conflict(
@@ -600,6 +606,7 @@ def _change_status(
     reason: object,
     action: str,
 ) -> Participant:
+    refuse_if_locked(session.get_one(Study, participant.study_id))
     why = _reason(reason)
     if participant.status not in allowed_from:
         raise Conflict(

@@ -21,16 +21,14 @@ from randomizer.models import (
     KitStatus,
     ListKind,
     Participant,
-    Role,
     Shipment,
     ShipmentStatus,
     Study,
     StudyMode,
-    User,
 )
+from randomizer.services.cosign import cosign
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import find_list, refuse_twin
-from randomizer.services.signatures import check_signer
 from randomizer.services.users import actor_of
 
 #: Test kits in these states are still in circulation and are taken out of use.
@@ -63,8 +61,11 @@ def go_live(
     admin_password: str,
 ) -> GoLiveResult:
     """Switch the study to live for good; both signatures are checked before anything changes."""
-    signer = _signer(session, statistician, statistician_password, Role.STATISTICIAN)
-    cosigner = _signer(session, admin, admin_password, Role.ADMIN)
+    signers = cosign(
+        session, step="Going live", meaning=MEANING, statistician=statistician,
+        statistician_password=statistician_password, admin=admin, admin_password=admin_password,
+    )  # fmt: skip
+    signer, cosigner = signers.statistician, signers.admin
     locked = session.scalars(
         select(Study).where(Study.id == study.id).with_for_update()
         .execution_options(populate_existing=True)
@@ -106,11 +107,6 @@ def go_live(
     )  # fmt: skip
     session.flush()
     return result
-
-
-def _signer(session: Session, username: str, password: str, role: Role) -> User:
-    return check_signer(session, username, password, roles=(role,), action="Going live",
-                        meaning=MEANING, field=role.value)  # fmt: skip
 
 
 def _archive_participants(session: Session, study: Study) -> int:

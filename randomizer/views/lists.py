@@ -27,7 +27,7 @@ from randomizer.errors import Conflict, RandomizerError
 from randomizer.models import ListKind, Role, Study
 from randomizer.predictability import decimals
 from randomizer.services.bulk_unblinding import Signature, signers_needed
-from randomizer.services.golive import go_live
+from randomizer.services.golive import GoLiveResult, go_live
 from randomizer.services.list_files import export_list, import_list
 from randomizer.services.list_predictability import assess_list
 from randomizer.services.list_summary import summarize
@@ -35,6 +35,7 @@ from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import extend_stratum, find_list, generate_list, get_list
 from randomizer.services.studies import get_study
 from randomizer.views import navigation
+from randomizer.views.cosign import CosignForm, cosigned_page
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 
@@ -90,15 +91,7 @@ class TwoPersonSignForm(SignForm):
     )
 
 
-class GoLiveForm(FlaskForm):
-    statistician = StringField(_l("Statistician (username)"), validators=[DataRequired()])
-    statistician_password = PasswordField(
-        _l("Statistician's password"), validators=[DataRequired(), Length(max=256)]
-    )
-    admin = StringField(_l("Administrator (username)"), validators=[DataRequired()])
-    admin_password = PasswordField(
-        _l("Administrator's password"), validators=[DataRequired(), Length(max=256)]
-    )
+class GoLiveForm(CosignForm):
     confirm = BooleanField(
         _l("I understand that going live cannot be undone."), validators=[DataRequired()]
     )
@@ -307,39 +300,22 @@ def export(code: str, kind: str) -> Any:
 @bp.route("/<code>/go-live", methods=["GET", "POST"])
 @roles_required(STAT, Role.ADMIN)
 def golive(code: str) -> Any:
-    study, form, user = _study(code), GoLiveForm(), current()
-    if not form.is_submitted():
-        field = form.statistician if user.role is STAT else form.admin
-        field.data = user.username
-    ctx = {"study": study, "live": find_list(db.session(), study, ListKind.LIVE)}
-    if not form.validate_on_submit():
-        return render_template("lists/go_live.html", form=form, **ctx)
-    signers = {form.statistician.data.strip().lower(), form.admin.data.strip().lower()}
-    if user.username not in signers:
-        form.statistician.errors = [_("You must be one of the two signers.")]
-        return render_template("lists/go_live.html", form=form, **ctx), 403
-    try:
-        result = go_live(
-            db.session(),
-            study,
-            statistician=form.statistician.data,
-            statistician_password=form.statistician_password.data,
-            admin=form.admin.data,
-            admin_password=form.admin_password.data,
+    study = _study(code)
+
+    def done(result: GoLiveResult) -> Any:
+        flash(
+            _(
+                "%(study)s is live. Test data was archived: %(p)d participants, %(k)d kits.",
+                study=study.code,
+                p=result.participants_archived,
+                k=result.kits_quarantined,
+            ),
+            "success",
         )
-    except RandomizerError as err:
-        return _refused(form, err, "confirm", "lists/go_live.html", **ctx)
-    db.session.commit()
-    flash(
-        _(
-            "%(study)s is live. Test data was archived: %(p)d participants, %(k)d kits.",
-            study=study.code,
-            p=result.participants_archived,
-            k=result.kits_quarantined,
-        ),
-        "success",
-    )
-    return redirect(url_for(".index"))
+        return redirect(url_for(".index"))
+
+    live = find_list(db.session(), study, ListKind.LIVE)
+    return cosigned_page(study, GoLiveForm(), "lists/go_live.html", go_live, done, live=live)
 
 
 def _kind_label(kind: ListKind) -> str:

@@ -19,6 +19,7 @@ from randomizer.db import db
 from randomizer.errors import NotFound, RandomizerError
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
 from randomizer.services import pharmacy, shipments
+from randomizer.services.database_lock import refuse_if_locked
 from randomizer.services.enrollment import lock_allocations
 from randomizer.services.kits import confirm_dispensing, get_kit, replace_kit, set_status
 from randomizer.services.studies import get_study
@@ -147,6 +148,7 @@ def dispense(code: str, dispensation_id: int) -> Any:
     try:
         if not form.validate_on_submit():
             return _queue(study, {dispensation_id: form}), 422
+        refuse_if_locked(study)
         kit = confirm_dispensing(
             db.session(),
             study,
@@ -279,6 +281,7 @@ def _report(study: Study, own: frozenset[str], form: DamageForm) -> str:
         return str(
             _("Kit %(code)s was reported %(what)s.", code=kit.code, what=kit_status_label(to))
         )
+    refuse_if_locked(study)
     new = replace_kit(
         session,
         study,

@@ -1,8 +1,15 @@
-"""Who may sign a one-way or bulk step: the named account, checked, then its signature."""
+"""Two-person signatures: one-way study steps (going live, database lock) and bulk exports.
+
+A statistician and an admin (or, for a bulk unblinded export, a second unblinded person)
+each sign with their own password; every signature is checked through ``check_signer``
+(active account of the right role, not locked out, ``users.check_signature``) before the
+step changes anything.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,6 +18,33 @@ from randomizer.db import utcnow
 from randomizer.errors import NotPermitted, SignatureInvalid
 from randomizer.models import Role, User
 from randomizer.services.users import check_signature
+
+
+@dataclass(frozen=True)
+class Cosigners:
+    """The statistician and the admin who signed a step."""
+
+    statistician: User
+    admin: User
+
+
+def cosign(
+    session: Session,
+    *,
+    step: str,
+    meaning: str,
+    statistician: str,
+    statistician_password: str,
+    admin: str,
+    admin_password: str,
+) -> Cosigners:
+    """Check both signatures (statistician first); ``step`` names the step in refusals."""
+    return Cosigners(
+        check_signer(session, statistician, statistician_password, roles=(Role.STATISTICIAN,),
+                     action=step, meaning=meaning, field=Role.STATISTICIAN.value),
+        check_signer(session, admin, admin_password, roles=(Role.ADMIN,), action=step,
+                     meaning=meaning, field=Role.ADMIN.value),
+    )  # fmt: skip
 
 
 def check_signer(
