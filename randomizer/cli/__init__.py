@@ -28,7 +28,9 @@ cli = FlaskGroup(
 
 
 #: Command modules; each exports COMMANDS. Areas not built yet are simply absent.
-COMMAND_MODULES = ("setup", "study", "users", "audit", "lists", "kits", "keys", "participants")
+COMMAND_MODULES = (
+    "setup", "study", "users", "audit", "lists", "kits", "keys", "participants", "reports",
+)  # fmt: skip
 
 
 def _register() -> None:
