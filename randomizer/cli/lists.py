@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from flask.cli import with_appcontext
@@ -17,11 +18,12 @@ from randomizer import audit
 from randomizer.cli.common import read_signatures, run, signature_options, transaction
 from randomizer.models import ListKind
 from randomizer.predictability import SMALL_STRATUM_BLOCKS, decimals
+from randomizer.services.commitment import extend_list, published, release_list
 from randomizer.services.list_files import export_list, import_list
 from randomizer.services.list_predictability import ListPredictability, assess_list
 from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
-from randomizer.services.lists import extend_stratum, generate_list, get_list, recorded_counts
+from randomizer.services.lists import generate_list, get_list, recorded_counts
 from randomizer.services.studies import definition_of, get_study
 
 
@@ -229,7 +231,7 @@ def extend_command(study_code: str, stratum: str, slots: int, dummy: bool) -> No
     def service(session: Any) -> int:
         study = get_study(session, study_code)
         with _progress("Extending", slots) as progress:
-            return extend_stratum(
+            return extend_list(
                 session,
                 study,
                 kind=_kind(dummy),
@@ -303,6 +305,49 @@ def _echo_predictability(p: ListPredictability) -> None:
             "expected enrolment: not stated ([randomization] expected_enrolment); "
             "small strata are not checked"
         )
+
+
+@list_group.command("commitment")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write JSON.")
+@with_appcontext
+def commitment_command(study_code: str, out: Path | None) -> None:
+    """The commitment to the live list made at go-live (and one per later extension)."""
+    text = json.dumps(run(lambda s: published(s, get_study(s, study_code))), indent=2)
+    if out is not None:
+        try:
+            out.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"{out}: cannot be written ({exc.strerror})") from None
+    click.echo(text)
+
+
+@list_group.command("release")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--out", "folder", required=True, type=click.Path(file_okay=False, path_type=Path))
+@with_appcontext
+def release_command(study_code: str, folder: Path) -> None:
+    """After the database lock: write DIR/list.csv and DIR/commitment.json (with the salt)."""
+    partials: dict[str, Path] = {}
+
+    def open_file(name: str) -> IO[bytes]:
+        # Only once the release is allowed; renamed into place after the audit commits.
+        folder.mkdir(parents=True, exist_ok=True)
+        partials[name] = folder / f".{name}.partial"
+        return os.fdopen(os.open(partials[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+                         "wb")  # fmt: skip
+
+    try:
+        names = run(lambda s: release_list(s, get_study(s, study_code), actor=_operator(),
+                                           open_file=open_file))  # fmt: skip
+        for name in names:
+            os.replace(partials[name], folder / name)
+    except OSError as exc:
+        raise click.ClickException(f"{folder}: cannot be written ({exc.strerror})") from None
+    finally:
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
+    click.echo(f"released the live list of {study_code} to {folder}: {', '.join(names)}")
 
 
 COMMANDS = [list_group]

@@ -7,7 +7,7 @@ derived from the sealed seed, later) is this module's concern only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -27,10 +27,13 @@ class OpenedSlot:
     randomization_number: str
 
 
-def opened_slots(session: Session, study: Study, row: AllocationList) -> Iterator[OpenedSlot]:
-    """Every slot of the list, by stratum (in the list's order) then sequence, arms opened."""
+def opened_slots(
+    session: Session, study: Study, row: AllocationList, strata: Iterable[str] | None = None
+) -> Iterator[OpenedSlot]:
+    """Every slot of the list (of ``strata``, in the order given; by default the list's
+    strata in its order), by sequence inside a stratum, arms opened."""
     cipher = SlotCipher(session, study, row)
-    for stratum in row.params["strata"]:
+    for stratum in row.params["strata"] if strata is None else strata:
         with closing(stored_slots(session, row, stratum)) as stored:
             for block, size, seq, number, _status, sealed in stored:
                 arm = cipher.open(stratum, seq, sealed)

@@ -27,12 +27,13 @@ from randomizer.errors import Conflict, RandomizerError
 from randomizer.models import ListKind, Role, Study
 from randomizer.predictability import decimals
 from randomizer.services.bulk_unblinding import Signature, signers_needed
+from randomizer.services.commitment import extend_list, list_commitments
 from randomizer.services.golive import GoLiveResult, go_live
 from randomizer.services.list_files import export_list, import_list
 from randomizer.services.list_predictability import assess_list
 from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
-from randomizer.services.lists import extend_stratum, find_list, generate_list, get_list
+from randomizer.services.lists import find_list, generate_list, get_list
 from randomizer.services.studies import get_study
 from randomizer.views import navigation
 from randomizer.views.cosign import CosignForm, cosigned_page
@@ -210,6 +211,7 @@ def summary(code: str, kind: str, extend: ExtendForm | None = None) -> Any:
         kind=ListKind(kind),
         summary=result,
         predictability=figures,
+        commitments=list_commitments(db.session(), study) if kind == ListKind.LIVE.value else [],
         extend=form,
         verify=VerifyForm(),
         may_change=current().role is STAT,
@@ -225,7 +227,7 @@ def extend(code: str, kind: str) -> Any:
     if not form.validate_on_submit():
         return summary(code, kind, extend=form), 422
     try:
-        added = extend_stratum(
+        added = extend_list(
             db.session(),
             study,
             kind=ListKind(kind),
