@@ -283,6 +283,32 @@ class SiteStock(Base):
     depot_short: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class ListCommitment(Base):
+    """A published commitment to live slots: at go-live (the whole list), then one per
+    extension (the added slots). The salt stays sealed until the release (SPEC §4.1)."""
+
+    __tablename__ = "list_commitment"
+    __table_args__ = (UniqueConstraint("list_id", "ordinal"),)
+
+    id: Mapped[intpk]
+    list_id: Mapped[int] = mapped_column(ForeignKey("allocation_list.id"))
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    #: 1 for the go-live commitment, then 2, 3, … for extensions.
+    ordinal: Mapped[int] = mapped_column(Integer)
+    occasion: Mapped[str] = mapped_column(String(16))  # go-live | extension
+    #: The slots covered: {stratum: [after_sequence, last_sequence]}.
+    ranges: Mapped[dict[str, list[int]]] = mapped_column(JSON)
+    slots: Mapped[int] = mapped_column(Integer)
+    algorithm: Mapped[str] = mapped_column(String(32))
+    #: SHA-256(salt || canonical list bytes), hex.
+    commitment: Mapped[str] = mapped_column(String(64))
+    #: The 32-byte salt, sealed under the live list's data key (hex inside).
+    salt_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    made_by: Mapped[str] = mapped_column(String(64))
+    made_at: Mapped[created]
+    released_at: Mapped[dt.datetime | None]
+
+
 class Shipment(Base):
     __tablename__ = "shipment"
 

@@ -44,6 +44,7 @@ _MAX_RATIO = 100
 _MAX_BLOCK = 1_000
 _MAX_PER_STRATUM = 100_000
 _MAX_STOCK = 100_000
+_MAX_ENROLMENT = 10_000_000
 _MAX_DAY = 36_500
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")  # a sanity check; delivery is the real test
 
@@ -63,7 +64,13 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "[[study.sponsor_contacts]]": ("name", "email"),
     "[[arms]]": ("code", "name", "ratio"),
-    "[randomization]": ("block_sizes", "per_stratum", "stratify_by_site"),
+    "[randomization]": (
+        "block_sizes",
+        "per_stratum",
+        "stratify_by_site",
+        "expected_enrolment",
+        "bulk_export_signers",
+    ),
     "[[factors]]": ("code", "name", "levels"),
     "[[sites]]": ("code", "name", "trigger_level", "resupply_level"),
     "[[visits]]": ("code", "day", "window_days", "dispense"),
@@ -187,6 +194,10 @@ class StudyDefinition:
     sponsor_contacts: tuple[ContactDef, ...] = ()
     unblinding_reasons: tuple[str, ...] = DEFAULT_UNBLINDING_REASONS
     assessors_see_unblinding: bool = False
+    #: Participants the study expects to enrol in all (for the predictability warning).
+    expected_enrolment: int | None = None
+    #: Unblinded people who must sign an unblinded export of the live list or kit list.
+    bulk_export_signers: int = 1
 
     def arm(self, code: str) -> ArmDef:
         """The arm with this code; KeyError when there is none."""
@@ -314,6 +325,10 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
     block_sizes = _block_sizes(randomization, sum(arm.ratio for arm in arms))
     per_stratum = randomization.integer("per_stratum", 1, _MAX_PER_STRATUM)
     stratify_by_site = randomization.flag("stratify_by_site")
+    expected = None
+    if "expected_enrolment" in randomization.data:
+        expected = randomization.integer("expected_enrolment", 1, _MAX_ENROLMENT)
+    signers = randomization.integer("bulk_export_signers", 1, 2, default=1)
     factors = _coded_items(root, "factors", _factor)
     sites = _coded_items(root, "sites", lambda t: _site(t, block_sizes), minimum=1)
     visits = _coded_items(root, "visits", _visit, minimum=1)
@@ -334,6 +349,8 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
         sponsor_contacts=contacts,
         unblinding_reasons=reasons,
         assessors_see_unblinding=assessors_see_unblinding,
+        expected_enrolment=expected,
+        bulk_export_signers=signers,
     )
     _check_strata(root, definition)
     return definition

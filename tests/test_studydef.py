@@ -263,6 +263,12 @@ def test_optional_study_fields_take_their_defaults() -> None:
     assert study.assessors_see_unblinding is False
     assert (study.site("CUA").trigger_level, study.site("CUA").resupply_level) == (2, 6)
     assert study.visit("baseline").window_days == 0
+    assert (study.bulk_export_signers, study.expected_enrolment) == (1, None)
+
+
+def test_the_demo_study_needs_two_signers_for_a_bulk_unblinding(demo: StudyDefinition) -> None:
+    assert demo.bulk_export_signers == 2
+    assert demo.expected_enrolment == 39
 
 
 def test_eligibility_may_be_empty() -> None:
@@ -627,6 +633,27 @@ MALFORMED = [
         'registry_id = "NCT03917797"\nassessors_see_unblinding = 0',
         "study.assessors_see_unblinding",
         "true or false",
+    ),
+    (
+        "signers-three",
+        "stratify_by_site = true",
+        "stratify_by_site = true\nbulk_export_signers = 3",
+        "randomization.bulk_export_signers",
+        "at most 2",
+    ),
+    (
+        "signers-text",
+        "stratify_by_site = true",
+        'stratify_by_site = true\nbulk_export_signers = "two"',
+        "randomization.bulk_export_signers",
+        "positive integer",
+    ),
+    (
+        "enrolment-zero",
+        "stratify_by_site = true",
+        "stratify_by_site = true\nexpected_enrolment = 0",
+        "randomization.expected_enrolment",
+        "positive integer",
     ),
     ("syntax-error", "ratio = 1", "ratio = ", "(syntax)", "line 9"),
     ("syntax-unterminated-string", '"MSC-LN-2B"', '"MSC-LN-2B', "(syntax)", "line 2"),

@@ -30,7 +30,7 @@ cli = FlaskGroup(
 #: Command modules; each exports COMMANDS. Areas not built yet are simply absent.
 COMMAND_MODULES = (
     "setup", "study", "users", "audit", "lists", "kits", "keys", "participants", "outbox",
-    "backup", "export",
+    "backup", "export", "reports",
 )  # fmt: skip
 
 

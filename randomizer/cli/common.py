@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 from sqlalchemy.orm import Session
@@ -17,6 +17,7 @@ from randomizer import audit
 from randomizer.crypto import IntegrityFailure, KeyFileError
 from randomizer.db import db
 from randomizer.errors import RandomizerError
+from randomizer.services.bulk_unblinding import Signature
 
 T = TypeVar("T")
 
@@ -84,3 +85,23 @@ def file_after_commit(out: Path) -> Iterator[TextIO]:
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def signature_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--statistician NAME --second NAME``: the signers of a two-person unblinded export."""
+    second = click.option(
+        "--second", metavar="NAME", help="Second unblinded signer (statistician or pharmacist)."
+    )
+    first = click.option(
+        "--statistician", metavar="NAME", help="Signing statistician (passwords on stdin)."
+    )
+    return first(second(command))
+
+
+def read_signatures(statistician: str | None, second: str | None) -> list[Signature]:
+    """The signers named, with their passwords from standard input (one per line)."""
+    if second and not statistician:
+        raise click.UsageError("--second needs --statistician (the first signer)")
+    names = [name for name in (statistician, second) if name]
+    passwords = read_stdin_lines(len(names)) if names else []
+    return [Signature(name, password) for name, password in zip(names, passwords, strict=True)]

@@ -11,8 +11,9 @@ import click
 from flask.cli import with_appcontext
 
 from randomizer.cli.common import console_actor as _operator
-from randomizer.cli.common import run, transaction
+from randomizer.cli.common import read_signatures, run, signature_options, transaction
 from randomizer.db import utcnow
+from randomizer.services.bulk_unblinding import export_kits_unblinded
 from randomizer.services.kit_lifecycle import expire_kits
 from randomizer.services.kits import EXPORT_COLUMNS, export_rows, generate_kits
 from randomizer.services.studies import get_study
@@ -62,13 +63,24 @@ def generate_command(
 @click.argument("study")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--unblinded", is_flag=True, help="Add each kit's arm (audited).")
+@signature_options
 @with_appcontext
-def export_command(study: str, out: Path, unblinded: bool) -> None:
-    """Write the kit list as CSV: kit_code, status, site, lot, expiry (and arm)."""
+def export_command(
+    study: str, out: Path, unblinded: bool, statistician: str | None, second: str | None
+) -> None:
+    """Write the kit list as CSV: kit_code, status, site, lot, expiry (and arm).
+
+    When the study sets bulk_export_signers = 2, the unblinded kit list of a live study
+    needs --statistician NAME --second NAME, both passwords on stdin, one per line.
+    """
     columns = [*EXPORT_COLUMNS, "arm"] if unblinded else list(EXPORT_COLUMNS)
+    signatures = read_signatures(statistician, second)
     with transaction() as session:
-        rows = export_rows(session, get_study(session, study), unblinded=unblinded,
-                           actor=_operator())  # fmt: skip
+        found = get_study(session, study)
+        if unblinded:
+            rows = export_kits_unblinded(session, found, signatures=signatures, actor=_operator())
+        else:
+            rows = export_rows(session, found, unblinded=False, actor=_operator())
         # Written before the commit: a failed write rolls the audit event back with it.
         try:
             with out.open("w", encoding="utf-8", newline="") as handle:

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from flask.cli import with_appcontext
 
 from randomizer.cli.common import console_actor as _operator
-from randomizer.cli.common import file_after_commit, run, transaction
+from randomizer.cli.common import (
+    file_after_commit,
+    read_signatures,
+    run,
+    signature_options,
+    transaction,
+)
 from randomizer.models import ListKind
+from randomizer.predictability import SMALL_STRATUM_BLOCKS, decimals
+from randomizer.services.commitment import extend_list, published, release_list
 from randomizer.services.list_files import export_list, import_list
+from randomizer.services.list_predictability import ListPredictability, assess_list
 from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
-from randomizer.services.lists import extend_stratum, generate_list, get_list, recorded_counts
+from randomizer.services.lists import generate_list, get_list, recorded_counts
 from randomizer.services.studies import definition_of, get_study
 
 dummy_option = click.option(
@@ -135,9 +146,22 @@ def import_command(study_code: str, file: Path, dummy: bool) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @dummy_option
 @click.option("--unblinded", is_flag=True, help="Add the arm column (audited).")
+@signature_options
 @with_appcontext
-def export_command(study_code: str, out: Path, dummy: bool, unblinded: bool) -> None:
-    """Write the live (or dummy) list as CSV; --unblinded adds the arm and is audited."""
+def export_command(
+    study_code: str,
+    out: Path,
+    dummy: bool,
+    unblinded: bool,
+    statistician: str | None,
+    second: str | None,
+) -> None:
+    """Write the live (or dummy) list as CSV; --unblinded adds the arm and is audited.
+
+    When the study sets bulk_export_signers = 2, the unblinded live list needs
+    --statistician NAME --second NAME, both passwords on stdin, one per line.
+    """
+    signatures = read_signatures(statistician, second)
     with file_after_commit(out) as handle:
 
         def service(session: Any) -> int:
@@ -151,6 +175,7 @@ def export_command(study_code: str, out: Path, dummy: bool, unblinded: bool) -> 
                     unblinded=unblinded,
                     actor=_operator(),
                     progress=progress,
+                    signatures=signatures,
                 )
 
         count = run(service)
@@ -190,7 +215,7 @@ def extend_command(study_code: str, stratum: str, slots: int, dummy: bool) -> No
     def service(session: Any) -> int:
         study = get_study(session, study_code)
         with _progress("Extending", slots) as progress:
-            return extend_stratum(
+            return extend_list(
                 session,
                 study,
                 kind=_kind(dummy),
@@ -209,8 +234,13 @@ def extend_command(study_code: str, stratum: str, slots: int, dummy: bool) -> No
 @dummy_option
 @with_appcontext
 def show_command(study_code: str, dummy: bool) -> None:
-    """Summary: slots and use per stratum, block-size counts, fingerprint (never arms)."""
-    summary = run(lambda s: summarize(s, get_study(s, study_code), _kind(dummy), with_blocks=True))
+    """Summary: slots and use per stratum, block-size counts, fingerprint, predictability."""
+    summary, figures = run(
+        lambda s: (
+            summarize(s, get_study(s, study_code), _kind(dummy), with_blocks=True),
+            assess_list(s, get_study(s, study_code), _kind(dummy)),
+        )
+    )
     row = summary.row
     click.echo(
         f"{row.kind.value} list of {study_code} ({row.source}, {row.algorithm_version}), "
@@ -223,6 +253,85 @@ def show_command(study_code: str, dummy: bool) -> None:
     for s in summary.strata:
         blocks = ", ".join(f"{size}×{n}" for size, n in sorted(s.blocks.items()))
         click.echo(f"{s.stratum}\t{s.slots}\t{s.used}\t{s.available}\t{blocks}")
+    _echo_predictability(figures)
+
+
+def _echo_predictability(p: ListPredictability) -> None:
+    """The predictability figures (SPEC §4.4): the guesser knows the blocks (worst case)."""
+    total = p.total
+    click.echo(p.line)
+    click.echo(
+        f"deterministic allocations: {total.deterministic} of {total.slots} "
+        f"({decimals(total.deterministic_share * 100, 1)}%)"
+    )
+    click.echo(
+        "expected imbalance if enrolment stops mid-block: "
+        f"{decimals(total.mean_imbalance, 2)} participants"
+    )
+    click.echo("stratum\texpected correct guesses\tdeterministic\tmid-block imbalance")
+    for s in p.strata:
+        f = s.figures
+        click.echo(
+            f"{s.stratum}\t{decimals(f.correct, 2)} of {f.slots} "
+            f"({decimals(f.correct_share * 100, 1)}%)\t{f.deterministic}\t"
+            f"{decimals(f.mean_imbalance, 2)}"
+        )
+    sizes = " and ".join(str(size) for size in p.block_sizes)
+    for s in p.small_strata:
+        assert s.expected is not None  # small only when an enrolment is expected
+        click.echo(
+            f"warning: stratum {s.stratum} expects about {decimals(s.expected, 1)} participants, "
+            f"small for blocks of {sizes} (fewer than {SMALL_STRATUM_BLOCKS} of the largest): "
+            "the last, unfinished block weighs on its balance; consider fewer strata"
+        )
+    if p.expected_enrolment is None:
+        click.echo(
+            "expected enrolment: not stated ([randomization] expected_enrolment); "
+            "small strata are not checked"
+        )
+
+
+@list_group.command("commitment")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write JSON.")
+@with_appcontext
+def commitment_command(study_code: str, out: Path | None) -> None:
+    """The commitment to the live list made at go-live (and one per later extension)."""
+    text = json.dumps(run(lambda s: published(s, get_study(s, study_code))), indent=2)
+    if out is not None:
+        try:
+            out.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"{out}: cannot be written ({exc.strerror})") from None
+    click.echo(text)
+
+
+@list_group.command("release")
+@click.argument("study_code", metavar="STUDY")
+@click.option("--out", "folder", required=True, type=click.Path(file_okay=False, path_type=Path))
+@with_appcontext
+def release_command(study_code: str, folder: Path) -> None:
+    """After the database lock: write DIR/list.csv and DIR/commitment.json (with the salt)."""
+    partials: dict[str, Path] = {}
+
+    def open_file(name: str) -> IO[bytes]:
+        # Only once the release is allowed; renamed into place after the audit commits.
+        folder.mkdir(parents=True, exist_ok=True)
+        partials[name] = folder / f".{name}.partial"
+        return os.fdopen(os.open(partials[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+                         "wb")  # fmt: skip
+
+    try:
+        names = run(lambda s: release_list(s, get_study(s, study_code), actor=_operator(),
+                                           open_file=open_file))  # fmt: skip
+        for name in names:
+            os.replace(partials[name], folder / name)
+    except OSError as exc:
+        raise click.ClickException(f"{folder}: cannot be written ({exc.strerror})") from None
+    finally:
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
+    click.echo(f"released the live list of {study_code} to {folder}: {', '.join(names)}")
 
 
 COMMANDS = [list_group]

@@ -71,6 +71,12 @@ def add_command(
 @click.option("--all-sites", is_flag=True, help="Remove the site scope (admin, assessor).")
 @click.option("--active/--inactive", default=None, help="Reactivate or deactivate the account.")
 @click.option("--reason", help="Why (kept in the audit trail).")
+@click.option(
+    "--acknowledge-exposure",
+    is_flag=True,
+    help="Confirm a change that leaves exposure behind: unblinded to masked, or an "
+    "assessor to unblinded (recorded in the audit trail).",
+)
 @with_appcontext
 def update_command(
     name: str,
@@ -79,6 +85,7 @@ def update_command(
     all_sites: bool,
     active: bool | None,
     reason: str | None,
+    acknowledge_exposure: bool,
 ) -> None:
     """Change a user's role, sites or status; their open sessions end at once."""
     if sites and all_sites:
@@ -93,6 +100,7 @@ def update_command(
             sites=new_sites,
             active=active,
             reason=reason,
+            acknowledge_exposure=acknowledge_exposure,
         )
     )
     scope = ", ".join(sorted(user.site_codes)) or "all sites"

@@ -1,16 +1,20 @@
-"""Two-person signatures for one-way study steps (going live, database lock).
+"""Two-person signatures: one-way study steps (going live, database lock) and bulk exports.
 
-A statistician and an admin each sign with their own password; both signatures are checked
-through ``users.check_signature`` before the step changes anything.
+A statistician and an admin (or, for a bulk unblinded export, a second unblinded person)
+each sign with their own password; every signature is checked through ``check_signer``
+(active account of the right role, not locked out, ``users.check_signature``) before the
+step changes anything.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from randomizer.db import utcnow
 from randomizer.errors import NotPermitted, SignatureInvalid
 from randomizer.models import Role, User
 from randomizer.services.users import check_signature
@@ -36,22 +40,42 @@ def cosign(
 ) -> Cosigners:
     """Check both signatures (statistician first); ``step`` names the step in refusals."""
     return Cosigners(
-        _signer(session, step, meaning, statistician, statistician_password, Role.STATISTICIAN),
-        _signer(session, step, meaning, admin, admin_password, Role.ADMIN),
-    )
+        check_signer(session, statistician, statistician_password, roles=(Role.STATISTICIAN,),
+                     action=step, meaning=meaning, field=Role.STATISTICIAN.value),
+        check_signer(session, admin, admin_password, roles=(Role.ADMIN,), action=step,
+                     meaning=meaning, field=Role.ADMIN.value),
+    )  # fmt: skip
 
 
-def _signer(
-    session: Session, step: str, meaning: str, username: str, password: str, role: Role
+def check_signer(
+    session: Session,
+    username: str,
+    password: object,
+    *,
+    roles: Collection[Role],
+    action: str,
+    meaning: str,
+    field: str,
 ) -> User:
-    field = role.value
+    """The named user, once they have signed: active, in one of ``roles``, not locked out,
+    right password. Refusals name ``field`` (``FIELD_password`` for the password)."""
     user = session.scalar(select(User).where(User.username == username.strip().lower()))
-    if user is None or user.role is not role or not user.active:
-        raise NotPermitted(f"{step} must be signed by an active {role.value} account; "
-                           f"{username!r} is not one.", field=field)  # fmt: skip
+    if user is None or user.role not in roles or not user.active:
+        allowed = " or ".join(role.value for role in roles)
+        raise NotPermitted(
+            f"{action} must be signed by an active {allowed} account; {username!r} is not one.",
+            field=field,
+        )
+    if user.locked_until is not None and user.locked_until > utcnow():
+        raise NotPermitted(
+            f"{field} {user.username}: the account is locked after failed sign-ins and "
+            "cannot sign until the lockout ends.",
+            field=field,
+        )
     try:
         check_signature(session, user, password, meaning)
     except SignatureInvalid as exc:
-        raise SignatureInvalid(f"{role.value} {user.username}: {exc.message}",
-                               field=f"{field}_password") from None  # fmt: skip
+        raise SignatureInvalid(
+            f"{field} {user.username}: {exc.message}", field=f"{field}_password"
+        ) from None
     return user

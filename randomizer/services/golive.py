@@ -26,6 +26,7 @@ from randomizer.models import (
     Study,
     StudyMode,
 )
+from randomizer.services.commitment import commit_at_go_live
 from randomizer.services.cosign import cosign
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import find_list, refuse_twin
@@ -92,6 +93,7 @@ def go_live(
         fingerprint=live.fingerprint,
     )
     locked.mode, locked.went_live_at = StudyMode.LIVE, utcnow()
+    commitment = commit_at_go_live(session, study, live, actor=actor)
     audit.record(
         session, actor=actor, action="study.go_live", object_type="study", object_id=study.code,
         study_code=study.code, old={"mode": StudyMode.TESTING.value},
@@ -100,7 +102,9 @@ def go_live(
              "live_slots": report.slots,
              "participants_archived": result.participants_archived,
              "kits_quarantined": result.kits_quarantined,
-             "shipments_cancelled": result.shipments_cancelled},
+             "shipments_cancelled": result.shipments_cancelled,
+             "commitment": commitment.commitment, "commitment_algorithm": commitment.algorithm,
+             "committed_slots": commitment.slots},
         reason=f"signed by statistician {signer.username} and admin {cosigner.username}",
     )  # fmt: skip
     session.flush()

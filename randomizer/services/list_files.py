@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit, sequence
 from randomizer.errors import InvalidInput
-from randomizer.models import AllocationList, AllocationSlot, ListKind, SlotStatus, Study
+from randomizer.models import AllocationList, AllocationSlot, ListKind, SlotStatus, Study, User
+from randomizer.services.bulk_unblinding import Signature, check_signers, signed_by
 from randomizer.services.lists import (
     Progress,
     SlotCipher,
@@ -269,13 +270,21 @@ def export_list(
     unblinded: bool,
     actor: audit.Actor,
     progress: Progress | None = None,
+    signatures: Sequence[Signature] = (),
 ) -> int:
     """Write the list as CSV to ``out``, stratum by stratum, streaming; audited.
 
-    With ``unblinded`` each arm is opened and written, and the audit event says so. The
-    caller commits only after the file is complete, and discards it if the commit fails.
+    With ``unblinded`` each arm is opened and written, and the audit event says so, with
+    the signatures checked first (two people for the live list when the study asks for
+    it). The caller commits only after the file is complete, and discards it if the
+    commit fails.
     """
     row = get_list(session, study, kind)
+    signers: list[User] = []
+    if unblinded:
+        live = kind is ListKind.LIVE
+        what = "the live list" if live else "the dummy list"
+        signers = check_signers(session, study, signatures, live=live, what=what)
     # The block structure is sealed with the arm: every slot is opened, the arm is written
     # only when unblinded.
     cipher = SlotCipher(session, study, row)
@@ -300,7 +309,7 @@ def export_list(
         session, actor=actor, action="list.export_unblinded" if unblinded else "list.export",
         object_type="allocation_list", object_id=row.id, study_code=study.code,
         new={"kind": kind.value, "unblinded": unblinded, "slots": count,
-             "fingerprint": row.fingerprint},
+             "fingerprint": row.fingerprint, **(signed_by(signers) if signers else {})},
     )  # fmt: skip
     return count
 

@@ -16,6 +16,7 @@ from randomizer.crypto import dummy_password_check, hash_password, token_digest,
 from randomizer.db import utcnow
 from randomizer.errors import AuthenticationFailed, InvalidInput, NotFound, SignatureInvalid
 from randomizer.models import ApiToken, Role, Site, User, UserSite
+from randomizer.services.exposure import check_role_change
 from randomizer.services.second_factor import (
     enrol_totp,
     has_second_factor,
@@ -178,11 +179,17 @@ def update_user(
     sites: Iterable[str] | None = None,
     active: bool | None = None,
     reason: str | None = None,
+    acknowledge_exposure: bool = False,
 ) -> User:
-    """Change role, sites or status; live sessions of the user end at their next request."""
+    """Change role, sites or status; live sessions of the user end at their next request.
+
+    A change that would hide blinding exposure (unblinded to masked, assessor to unblinded)
+    is refused unless ``acknowledge_exposure``, and the acknowledgement is audited.
+    """
     old = {"role": user.role.value, "sites": sorted(user.site_codes), "active": user.active}
     new_role = user.role if role is None else Role(role)
     new_sites = _check_sites(session, new_role, user.site_codes if sites is None else sites)
+    acknowledged = check_role_change(session, user, new_role, acknowledged=acknowledge_exposure)
     user.role = new_role
     if new_sites != old["sites"]:
         kept = [s for s in user.sites if s.site_code in new_sites]
@@ -197,6 +204,8 @@ def update_user(
     }
     if new == old:
         return user
+    if acknowledged:
+        new["exposure_acknowledged"] = acknowledged
     user.session_version += 1
     session.flush()
     audit.record(

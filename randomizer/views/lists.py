@@ -4,32 +4,40 @@ export) and the signed go-live. Admins see summaries only; site users never see 
 from __future__ import annotations
 
 import io
-from typing import Any, TextIO
+import tempfile
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
+from flask_babel import format_decimal
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from sqlalchemy import select
-from wtforms import BooleanField, IntegerField, SelectField
+from wtforms import BooleanField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from randomizer.auth import current, current_actor, roles_required
 from randomizer.crypto import IntegrityFailure
 from randomizer.db import db
-from randomizer.errors import RandomizerError
+from randomizer.errors import Conflict, RandomizerError
 from randomizer.models import ListKind, Role, Study
+from randomizer.predictability import decimals
+from randomizer.services.bulk_unblinding import Signature, signers_needed
+from randomizer.services.commitment import extend_list, list_commitments
 from randomizer.services.golive import GoLiveResult, go_live
 from randomizer.services.list_files import export_list, import_list
+from randomizer.services.list_predictability import assess_list
 from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
-from randomizer.services.lists import extend_stratum, find_list, generate_list, get_list
+from randomizer.services.lists import find_list, generate_list, get_list
 from randomizer.services.studies import get_study
 from randomizer.views import navigation
 from randomizer.views.cosign import CosignForm, cosigned_page
-from randomizer.views.downloads import signed_download
+from randomizer.views.downloads import SPOOL_BYTES
 
 bp = Blueprint("lists", __name__, url_prefix="/lists")
 
@@ -70,14 +78,41 @@ class VerifyForm(FlaskForm):
     pass
 
 
+class SignForm(FlaskForm):
+    password = PasswordField(_l("Your password"), validators=[DataRequired(), Length(max=256)])
+
+
+class TwoPersonSignForm(SignForm):
+    second = StringField(
+        _l("Second unblinded person (username)"), validators=[DataRequired(), Length(max=64)]
+    )
+    second_password = PasswordField(
+        _l("Second person's password"), validators=[DataRequired(), Length(max=256)]
+    )
+
+
 class GoLiveForm(CosignForm):
     confirm = BooleanField(
         _l("I understand that going live cannot be undone."), validators=[DataRequired()]
     )
 
 
+@bp.app_template_filter("fixed")
+def _fixed(value: Fraction, places: int = 2) -> str:
+    """An exact figure rounded half up, written the page's way (2.50 or 2,50)."""
+    return str(format_decimal(Decimal(decimals(value, places)), format="0." + "0" * places))
+
+
 def _study(code: str) -> Study:
     return get_study(db.session(), code)
+
+
+def _refused(form: FlaskForm, err: RandomizerError, field: str, template: str, **ctx: Any) -> Any:
+    """Roll back and show a refusal next to the field it concerns."""
+    db.session.rollback()
+    target = form[err.field] if err.field and err.field in form else form[field]
+    target.errors = [*target.errors, err.message]
+    return render_template(template, form=form, **ctx), err.status
 
 
 @bp.get("/")
@@ -168,11 +203,15 @@ def summary(code: str, kind: str, extend: ExtendForm | None = None) -> Any:
     result = summarize(db.session(), study, ListKind(kind), with_blocks=current().role is STAT)
     form = extend or ExtendForm()
     form.stratum.choices = [SelectChoice(s) for s in result.row.params["strata"]]
+    # The figures depend on the arms: the statistician's page only, never the admin's.
+    figures = assess_list(db.session(), study, ListKind(kind)) if current().role is STAT else None
     return render_template(
         "lists/summary.html",
         study=study,
         kind=ListKind(kind),
         summary=result,
+        predictability=figures,
+        commitments=list_commitments(db.session(), study) if kind == ListKind.LIVE.value else [],
         extend=form,
         verify=VerifyForm(),
         may_change=current().role is STAT,
@@ -188,7 +227,7 @@ def extend(code: str, kind: str) -> Any:
     if not form.validate_on_submit():
         return summary(code, kind, extend=form), 422
     try:
-        added = extend_stratum(
+        added = extend_list(
             db.session(),
             study,
             kind=ListKind(kind),
@@ -223,16 +262,40 @@ def verify(code: str, kind: str) -> Any:
 @bp.route(f"/<code>/{KIND}/export", methods=["GET", "POST"])
 @roles_required(STAT)
 def export(code: str, kind: str) -> Any:
-    study, list_kind = _study(code), ListKind(kind)
-
-    def write(out: TextIO) -> int:
-        return export_list(
-            db.session(), study, kind=list_kind, out=out, unblinded=True, actor=current_actor()
-        )
-
-    name = f"{study.code}-{kind}-list-unblinded.csv"
-    return signed_download(
-        "lists/export.html", "unblinded list export", write, name, study=study, kind=list_kind
+    study = _study(code)
+    two_person = signers_needed(study, live=kind == ListKind.LIVE.value) > 1
+    form = TwoPersonSignForm() if two_person else SignForm()
+    ctx = {"study": study, "kind": ListKind(kind), "two_person": two_person}
+    if not form.validate_on_submit():
+        return render_template("lists/export.html", form=form, **ctx)
+    session = db.session()
+    signatures = [Signature(current().username, form.password.data)]
+    if isinstance(form, TwoPersonSignForm):
+        signatures.append(Signature(form.second.data, form.second_password.data))
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (sent, then closed)
+    try:
+        text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+        export_list(
+            session, study, kind=ListKind(kind), out=text, unblinded=True,
+            actor=current_actor(), signatures=signatures,
+        )  # fmt: skip
+        text.flush()
+        text.detach()
+    except (RandomizerError, IntegrityFailure) as err:
+        spool.close()
+        refusal = err if isinstance(err, RandomizerError) else Conflict(str(err))
+        return _refused(form, refusal, "password", "lists/export.html", **ctx)
+    except BaseException:
+        spool.close()
+        raise
+    # The audit event is committed before a single byte of the file leaves the server.
+    db.session.commit()
+    spool.seek(0)
+    return send_file(
+        spool,
+        mimetype="text/csv",
+        as_attachment=True,
+        download_name=f"{study.code}-{kind}-list-unblinded.csv",
     )
 
 

@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-01 13:30:52.493286
+Create Date: 2026-12-01 13:35:39.597833
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = "0001"
 down_revision = None
@@ -551,6 +552,35 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "list_commitment",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("list_id", sa.Integer(), nullable=False),
+        sa.Column("study_id", sa.Integer(), nullable=False),
+        sa.Column("ordinal", sa.Integer(), nullable=False),
+        sa.Column("occasion", sa.String(length=16), nullable=False),
+        sa.Column("ranges", sa.JSON(), nullable=False),
+        sa.Column("slots", sa.Integer(), nullable=False),
+        sa.Column("algorithm", sa.String(length=32), nullable=False),
+        sa.Column("commitment", sa.String(length=64), nullable=False),
+        sa.Column("salt_sealed", sa.LargeBinary(), nullable=False),
+        sa.Column("made_by", sa.String(length=64), nullable=False),
+        sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["list_id"],
+            ["allocation_list.id"],
+            name=op.f("fk_list_commitment_list_id_allocation_list"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["study_id"], ["study.id"], name=op.f("fk_list_commitment_study_id_study")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_list_commitment")),
+        sa.UniqueConstraint("list_id", "ordinal", name=op.f("uq_list_commitment_list_id_ordinal")),
+    )
+    with op.batch_alter_table("list_commitment", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_list_commitment_study_id"), ["study_id"], unique=False)
+
+    op.create_table(
         "shipment_line",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("shipment_id", sa.Integer(), nullable=False),
@@ -625,6 +655,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_shipment_line_kit_id"))
 
     op.drop_table("shipment_line")
+    with op.batch_alter_table("list_commitment", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_list_commitment_study_id"))
+
+    op.drop_table("list_commitment")
     with op.batch_alter_table("dispensation", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_dispensation_participant_id"))
 
