@@ -92,6 +92,24 @@ def test_inventory_shows_products_of_own_sites_and_is_audited(
     assert '"view":"inventory"' in (event.new_values or "")
 
 
+def test_inventory_pages_and_opens_only_the_kits_it_shows(
+    pharm: FlaskClient, session: Session, study: Study
+) -> None:
+    from randomizer.views.pharmacy import INVENTORY_PAGE
+
+    generate_kits(session, study, count=INVENTORY_PAGE + 10, actor=audit.SYSTEM, site="S1")
+    session.commit()
+    total = len(session.scalars(select(Kit).where(Kit.site_code == "S1")).all())
+    first = pharm.get("/pharmacy/TST/inventory").get_data(as_text=True)
+    last = pharm.get("/pharmacy/TST/inventory?page=2").get_data(as_text=True)
+    codes = [k.code for k in session.scalars(select(Kit).where(Kit.site_code == "S1"))]
+    shown = [sum(c in page for c in codes) for page in (first, last)]
+    assert shown == [INVENTORY_PAGE, total - INVENTORY_PAGE]
+    counts = [e.new_values or "" for e in _views(session)]
+    assert f'"count":{INVENTORY_PAGE}' in counts[0]
+    assert f'"count":{total - INVENTORY_PAGE}' in counts[1]
+
+
 @pytest.mark.parametrize(
     "url",
     [

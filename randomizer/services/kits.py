@@ -6,7 +6,7 @@ import datetime as dt
 import secrets
 from collections.abc import Callable, Iterable
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from randomizer import audit, kitcodes, sequence
@@ -285,15 +285,40 @@ def list_kits(
     sites: Iterable[str] | None = None,
     statuses: Iterable[KitStatus] | None = None,
     depot: bool = False,
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[Kit]:
-    """Kits of a study in code order, optionally at these sites (``depot``: also the depot)."""
+    """Kits of a study in code order, optionally at these sites (``depot``: also the depot),
+    optionally one page of them (``offset``, ``limit``)."""
+    query = _kit_query(study, sites, statuses, depot).order_by(Kit.code).offset(offset)
+    return list(session.scalars(query if limit is None else query.limit(limit)))
+
+
+def count_kits(
+    session: Session,
+    study: Study,
+    *,
+    sites: Iterable[str] | None = None,
+    statuses: Iterable[KitStatus] | None = None,
+) -> int:
+    """How many kits ``list_kits`` would list."""
+    query = _kit_query(study, sites, statuses, depot=False).with_only_columns(func.count())
+    return int(session.scalar(query.order_by(None)) or 0)
+
+
+def _kit_query(
+    study: Study,
+    sites: Iterable[str] | None,
+    statuses: Iterable[KitStatus] | None,
+    depot: bool,
+) -> Select[tuple[Kit]]:
     query = select(Kit).where(Kit.study_id == study.id)
     if sites is not None:
         at = Kit.site_code.in_(list(sites))
         query = query.where(or_(at, Kit.site_code.is_(None)) if depot else at)
     if statuses is not None:
         query = query.where(Kit.status.in_(list(statuses)))
-    return list(session.scalars(query.order_by(Kit.code)))
+    return query
 
 
 def status_totals(session: Session, study: Study) -> dict[str | None, dict[KitStatus, int]]:

@@ -79,10 +79,13 @@ def inventory(
     actor: audit.Actor,
     statuses: Iterable[KitStatus] | None = None,
     view: str = "inventory",
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[ProductKit]:
-    """Kits at these sites with their products, in code order; audited per site."""
+    """Kits at these sites with their products, in code order (one page of them with
+    ``offset`` and ``limit``: only those kits are opened); audited per site."""
     wanted = sorted(set(sites))
-    kits = list_kits(session, study, sites=wanted, statuses=statuses)
+    kits = list_kits(session, study, sites=wanted, statuses=statuses, offset=offset, limit=limit)
     arms = open_arms(session, study, kits)
     products = _products(study)
     _record(session, study, actor, {s: sum(k.site_code == s for k in kits) for s in wanted}, view)

@@ -20,13 +20,16 @@ from randomizer.errors import NotFound, RandomizerError
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
 from randomizer.services import pharmacy, shipments
 from randomizer.services.database_lock import refuse_if_locked
-from randomizer.services.kits import confirm_dispensing, get_kit, set_status
+from randomizer.services.kits import confirm_dispensing, count_kits, get_kit, set_status
 from randomizer.services.studies import get_study
 from randomizer.services.supply import policy
 from randomizer.services.supply.allocation import replace_kit
 from randomizer.transaction import run_in_transaction
 from randomizer.views import navigation
 from randomizer.views.kits import kit_status_label, refuse
+
+#: Kits per inventory page: only the kits shown are opened, whatever the site holds.
+INVENTORY_PAGE = 200
 
 bp = Blueprint("pharmacy", __name__, url_prefix="/pharmacy")
 PHARM = Role.PHARMACIST
@@ -110,13 +113,19 @@ def inventory(code: str) -> str:
     site = request.args.get("site") or None
     if site is not None and site not in own:
         raise NotFound(f"No site {site!r} of yours in study {study.code}.", field="site")
+    where = [site] if site else sorted(own)
+    total = count_kits(db.session(), study, sites=where)
+    pages = max(1, -(-total // INVENTORY_PAGE))
+    page = min(pages, max(1, request.args.get("page", 1, type=int) or 1))
     kits = pharmacy.inventory(
-        db.session(), study, sites=[site] if site else own, actor=current_actor()
-    )
+        db.session(), study, sites=where, actor=current_actor(),
+        offset=(page - 1) * INVENTORY_PAGE, limit=INVENTORY_PAGE,
+    )  # fmt: skip
     db.session.commit()  # the disclosure is recorded before the page is sent
     return render_template(
-        "pharmacy/inventory.html", study=study, kits=kits, own=sorted(own), site=site
-    )
+        "pharmacy/inventory.html", study=study, kits=kits, own=sorted(own), site=site,
+        page=page, pages=pages, total=total,
+    )  # fmt: skip
 
 
 def _queue(study: Study, forms: dict[int, DispenseForm] | None = None) -> str:
