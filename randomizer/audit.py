@@ -9,7 +9,6 @@ an exported anchor (see ``anchor``).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -19,11 +18,8 @@ from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import ColumnElement, LargeBinary, Select, Text, cast, func, literal, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, LargeBinary, Select, Text, cast, event, func, literal, select
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from randomizer.instance import secrets_of
 from randomizer.models import AuditEvent, AuditHead
@@ -90,17 +86,15 @@ def record(
     new: Mapping[str, Any] | None = None,
     reason: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain inside the caller's transaction (flushes, never commits)."""
-    key = secrets_of(session).audit_key
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        head = AuditHead(id=1, seq=0, digest=GENESIS)
-        session.add(head)
+    """Append one event to the chain inside the caller's transaction (never commits).
+
+    The event is linked into the chain, and written, when the transaction commits (or when
+    anything reads the trail first): the chain head is the one row every transaction
+    shares, so it is locked for the commit alone, not for the whole transaction. A
+    rollback (of the transaction, or of the savepoint the event was recorded in) drops
+    the event with everything else.
+    """
     event = AuditEvent(
-        seq=head.seq + 1,
-        occurred_at=timestamp(),
         actor=_clean(actor.username),
         role=_clean(actor.role),
         action=_clean(action),
@@ -111,13 +105,88 @@ def record(
         old_values=_clean(canonical_json(old)) or None,
         new_values=_clean(canonical_json(new)) or None,
         reason=_clean(reason) or None,
-        prev_digest=head.digest,
     )
-    event.digest = chain_digest(key, head.digest, canonical(_content(event)))
-    head.seq, head.digest = event.seq, event.digest
-    session.add(event)
-    session.flush()
+    event.occurred_at = timestamp()
+    _pending(session).append(event)
     return event
+
+
+def write_pending(session: Session) -> None:
+    """Link the transaction's recorded events into the chain and write them (under the
+    head's row lock, held from here to the commit)."""
+    pending = _pending(session)
+    if not pending or session.info.get(_WRITING):
+        return
+    session.info[_WRITING] = True
+    try:
+        key = secrets_of(session).audit_key
+        head = session.execute(
+            select(AuditHead).where(AuditHead.id == 1).with_for_update()
+        ).scalar_one_or_none()
+        if head is None:
+            head = AuditHead(id=1, seq=0, digest=GENESIS)
+            session.add(head)
+        now = timestamp()
+        while pending:
+            draft = pending.pop(0)
+            draft.seq, draft.prev_digest = head.seq + 1, head.digest
+            draft.occurred_at = now  # the time it joins the chain: seq and time agree
+            draft.digest = chain_digest(key, head.digest, canonical(_content(draft)))
+            head.seq, head.digest = draft.seq, draft.digest
+            session.add(draft)
+        session.flush()
+    finally:
+        session.info.pop(_WRITING, None)
+
+
+_PENDING, _WRITING, _MARKS = "audit_pending", "audit_writing", "audit_savepoints"
+
+
+def _pending(session: Session) -> list[AuditEvent]:
+    found: list[AuditEvent] = session.info.setdefault(_PENDING, [])
+    return found
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    write_pending(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _before_reading_the_trail(state: ORMExecuteState) -> None:
+    # Whoever reads the trail in this transaction sees its own events, in chain order
+    # (not inside a savepoint, whose rollback would take earlier events with it).
+    session = state.session
+    if (
+        session.info.get(_PENDING)
+        and not session.in_nested_transaction()
+        and any(m.class_ in (AuditEvent, AuditHead) for m in state.all_mappers)
+    ):
+        write_pending(session)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        session.info.setdefault(_MARKS, {})[id(transaction)] = len(_pending(session))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    marks = session.info.get(_MARKS, {})
+    if previous.nested and id(previous) in marks:
+        del _pending(session)[marks.pop(id(previous)) :]
+    elif previous.parent is None:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_MARKS, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    # (A savepoint's mark is used by after_soft_rollback, which comes after this.)
+    if not transaction.nested and transaction.parent is None:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_MARKS, None)
 
 
 def _content(e: AuditEvent) -> tuple[Any, ...]:
@@ -312,100 +381,3 @@ def _check_links(
             prev = stored
             expected += 1
     return Verification(True, expected - 1, prev)
-
-
-# --- external anchors ------------------------------------------------------------------
-
-ANCHOR_FORMAT = "randomizer-audit-anchor/1"
-_ANCHOR_FIELDS = ("format", "events", "head", "created_at", "public_key")
-
-
-class AnchorError(ValueError):
-    """An anchor file that is malformed, or not signed by this instance's anchor key."""
-
-
-def make_anchor(session: Session, key: bytes, signing_key: Ed25519PrivateKey) -> dict[str, Any]:
-    """A signed statement of the verified chain's length and head digest, kept off-site.
-
-    Refuses (AnchorError) to anchor a chain that does not verify: that would bless it.
-    """
-    result = verify(session, key)
-    if not result.ok:
-        raise AnchorError(f"not anchoring a broken chain: {result.message()}")
-    public = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    payload = {
-        "format": ANCHOR_FORMAT,
-        "events": result.events,
-        "head": result.head,
-        "created_at": timestamp(),
-        "public_key": base64.b64encode(public).decode("ascii"),
-    }
-    signature = signing_key.sign(_anchor_message(payload))
-    return {**payload, "signature": base64.b64encode(signature).decode("ascii")}
-
-
-def check_anchor(
-    session: Session, key: bytes, anchor: Mapping[str, Any], public_key: Ed25519PublicKey
-) -> Verification:
-    """Verify the chain, then that it still holds the anchored event unchanged.
-
-    Catches what the chain alone cannot: the tail cut off (fewer events than anchored) or
-    rewritten with the audit key (the anchored event's digest differs). AnchorError for an
-    anchor that is malformed or signed by another key.
-    """
-    events, head, created = _parse_anchor(anchor, public_key)
-    result = verify(session, key)
-    if not result.ok:
-        return result
-    if result.events < events:
-        return Verification(
-            False,
-            result.events,
-            result.head,
-            result.events + 1,
-            f"the chain has {result.events} events but the anchor of {created} records "
-            f"{events}: events {result.events + 1} to {events} were removed",
-        )
-    stored = session.scalar(select(AuditEvent.digest).where(AuditEvent.seq == events))
-    if events and stored != head:
-        return Verification(
-            False,
-            result.events,
-            result.head,
-            events,
-            f"event {events} differs from the anchor of {created}: the chain was rewritten "
-            f"at or before event {events}",
-        )
-    return result
-
-
-def _anchor_message(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(
-        {name: payload[name] for name in _ANCHOR_FIELDS}, sort_keys=True, separators=(",", ":")
-    ).encode("utf-8")
-
-
-def _parse_anchor(anchor: Mapping[str, Any], public_key: Ed25519PublicKey) -> tuple[int, str, str]:
-    if not isinstance(anchor, Mapping) or anchor.get("format") != ANCHOR_FORMAT:
-        raise AnchorError(f"not an audit anchor (expected format {ANCHOR_FORMAT!r})")
-    events, head = anchor.get("events"), anchor.get("head")
-    created, signature = anchor.get("created_at"), anchor.get("signature")
-    if (
-        not isinstance(events, int)
-        or isinstance(events, bool)
-        or events < 0
-        or not isinstance(head, str)
-        or len(head) != 64
-        or not isinstance(created, str)
-        or not isinstance(signature, str)
-        or not isinstance(anchor.get("public_key"), str)
-    ):
-        raise AnchorError("the anchor lacks a field or has one of the wrong type")
-    try:
-        public_key.verify(base64.b64decode(signature, validate=True), _anchor_message(anchor))
-    except (InvalidSignature, ValueError):
-        raise AnchorError(
-            "the anchor's signature does not verify with this instance's anchor key "
-            "(altered, or made by another instance)"
-        ) from None
-    return events, head, created

@@ -442,3 +442,41 @@ def _assert_problem(body: dict[str, Any], status: int) -> None:
     assert set(body) >= {"type", "title", "status", "detail"}
     assert body["status"] == status
     assert all(isinstance(body[k], str) and body[k] for k in ("type", "title", "detail"))
+
+
+def test_events_of_a_rolled_back_savepoint_are_dropped(session: Session) -> None:
+    audit.record(session, actor=ACTOR, action="kept")
+    with pytest.raises(RuntimeError), session.begin_nested():
+        audit.record(session, actor=ACTOR, action="dropped")
+        raise RuntimeError("refused")
+    session.commit()
+    actions = session.scalars(sa.select(AuditEvent.action).order_by(AuditEvent.seq)).all()
+    assert actions == ["kept"] and audit.verify(session, _key(session)).ok
+
+
+def test_a_reader_in_the_same_transaction_sees_its_own_events(session: Session) -> None:
+    audit.record(session, actor=ACTOR, action="a")
+    audit.record(session, actor=ACTOR, action="b")
+    seen = session.scalars(sa.select(AuditEvent.action).order_by(AuditEvent.seq)).all()
+    assert seen == ["a", "b"]
+    session.rollback()
+    assert session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)) == 0
+
+
+def test_the_chain_head_is_locked_only_at_commit(app: Any, session: Session, backend: str) -> None:
+    """Recording an event does not take the head's row lock: another transaction can append
+    meanwhile, and both land in the chain in commit order."""
+    if backend != "postgresql":
+        pytest.skip("SQLite holds the database write lock from BEGIN anyway")
+    from randomizer.db import db
+
+    audit.record(session, actor=ACTOR, action="first-recorded")
+    other = sa.orm.Session(db.engine)
+    try:
+        with other.begin():
+            other.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+            other.execute(sa.select(AuditHead).with_for_update()).all()
+    finally:
+        other.close()
+    session.commit()
+    assert audit.verify(session, _key(session)).ok

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
-from randomizer import audit
+from randomizer import audit, audit_anchor
 from randomizer.instance import secrets_of
 from tests.conftest import Runner
 
@@ -26,13 +26,13 @@ def _record(session: Session, count: int = 3, **values: Any) -> None:
 
 def _anchor(session: Session) -> dict[str, Any]:
     secrets = secrets_of(session)
-    return audit.make_anchor(session, secrets.audit_key, secrets.anchor_key())
+    return audit_anchor.make_anchor(session, secrets.audit_key, secrets.anchor_key())
 
 
 def _check(session: Session, anchor: dict[str, Any], key: Any = None) -> audit.Verification:
     secrets = secrets_of(session)
     public = (key or secrets.anchor_key()).public_key()
-    return audit.check_anchor(session, secrets.audit_key, anchor, public)
+    return audit_anchor.check_anchor(session, secrets.audit_key, anchor, public)
 
 
 def test_an_anchor_states_the_count_and_head_and_is_signed(session: Session):
@@ -40,7 +40,7 @@ def test_an_anchor_states_the_count_and_head_and_is_signed(session: Session):
     anchor = _anchor(session)
     verified = audit.verify(session, secrets_of(session).audit_key)
     assert (anchor["events"], anchor["head"]) == (verified.events, verified.head)
-    assert anchor["format"] == audit.ANCHOR_FORMAT
+    assert anchor["format"] == audit_anchor.ANCHOR_FORMAT
     assert anchor["created_at"].endswith("Z")
     public = secrets_of(session).anchor_key().public_key().public_bytes_raw()
     assert base64.b64decode(anchor["public_key"]) == public
@@ -66,33 +66,33 @@ def test_an_anchor_of_an_empty_chain_holds(session: Session):
 def test_an_altered_anchor_is_refused(session: Session, change: dict[str, Any]):
     _record(session)
     anchor = {**_anchor(session), **change}
-    with pytest.raises(audit.AnchorError, match="signature does not verify"):
+    with pytest.raises(audit_anchor.AnchorError, match="signature does not verify"):
         _check(session, anchor)
 
 
 def test_an_anchor_signed_by_another_key_is_refused(session: Session):
     _record(session)
     foreign = Ed25519PrivateKey.generate()
-    anchor = audit.make_anchor(session, secrets_of(session).audit_key, foreign)
-    with pytest.raises(audit.AnchorError):
+    anchor = audit_anchor.make_anchor(session, secrets_of(session).audit_key, foreign)
+    with pytest.raises(audit_anchor.AnchorError):
         _check(session, anchor)
 
 
 @pytest.mark.parametrize(
     "anchor",
-    [[], {"format": "something else"}, {"format": audit.ANCHOR_FORMAT, "events": "3"}],
+    [[], {"format": "something else"}, {"format": audit_anchor.ANCHOR_FORMAT, "events": "3"}],
     ids=["list", "format", "types"],
 )
 def test_a_malformed_anchor_is_refused(session: Session, anchor: Any):
-    with pytest.raises(audit.AnchorError):
+    with pytest.raises(audit_anchor.AnchorError):
         _check(session, anchor)
 
 
 def test_a_broken_chain_is_not_anchored(session: Session):
     _record(session)
     secrets = secrets_of(session)
-    with pytest.raises(audit.AnchorError, match="broken chain"):
-        audit.make_anchor(session, b"another key of 32 bytes.........", secrets.anchor_key())
+    with pytest.raises(audit_anchor.AnchorError, match="broken chain"):
+        audit_anchor.make_anchor(session, b"another key of 32 bytes.........", secrets.anchor_key())
 
 
 def test_the_anchor_command_writes_a_file_that_verify_accepts(

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from randomizer import audit
+from randomizer import audit, audit_anchor
 from randomizer.db import db
 from randomizer.instance import secrets_of
 
@@ -37,8 +37,8 @@ def verify_command(anchor_file: Path | None) -> None:
         else:
             document = _read_anchor(anchor_file)
             public = secrets.anchor_key().public_key()
-            result = audit.check_anchor(session, secrets.audit_key, document, public)
-    except audit.AnchorError as exc:
+            result = audit_anchor.check_anchor(session, secrets.audit_key, document, public)
+    except audit_anchor.AnchorError as exc:
         click.echo(f"FAILED: {anchor_file}: {exc}", err=True)
         sys.exit(1)
     finally:
@@ -63,8 +63,8 @@ def anchor_command(out: Path | None) -> None:
     session = db.session()
     secrets = secrets_of(session)
     try:
-        document = audit.make_anchor(session, secrets.audit_key, secrets.anchor_key())
-    except audit.AnchorError as exc:
+        document = audit_anchor.make_anchor(session, secrets.audit_key, secrets.anchor_key())
+    except audit_anchor.AnchorError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         session.rollback()
@@ -80,9 +80,9 @@ def _read_anchor(path: Path) -> dict[str, object]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise audit.AnchorError(f"not a readable JSON anchor ({exc})") from None
+        raise audit_anchor.AnchorError(f"not a readable JSON anchor ({exc})") from None
     if not isinstance(document, dict):
-        raise audit.AnchorError("not an audit anchor (expected a JSON object)")
+        raise audit_anchor.AnchorError("not an audit anchor (expected a JSON object)")
     return document
 
 

@@ -12,7 +12,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sqlalchemy import Engine
 
-from randomizer import audit
+from randomizer import audit, audit_anchor
 from randomizer.auth import current, roles_required
 from randomizer.db import db, read_transaction
 from randomizer.errors import InvalidInput
@@ -94,8 +94,8 @@ def anchor_page() -> str:
 def anchor_download() -> Response | tuple[str, int]:
     secrets = secrets_of(db.session())
     try:
-        document = audit.make_anchor(db.session(), secrets.audit_key, secrets.anchor_key())
-    except audit.AnchorError as err:
+        document = audit_anchor.make_anchor(db.session(), secrets.audit_key, secrets.anchor_key())
+    except audit_anchor.AnchorError as err:
         db.session.rollback()
         return render_template("error.html", title=_l("Not anchored"), detail=str(err)), 409
     db.session.rollback()
