@@ -122,8 +122,11 @@ def instance(profile: str) -> Iterator[dict[str, str]]:
         "RANDOMIZER_PASSWORD_PROFILE": profile,
     }
     try:
-        subprocess.run([VENV_BIN / "randomizer", "init"], env=env, check=True, capture_output=True)
+        (folder / "instance").mkdir(mode=0o700)
         (folder / "instance" / "benchmark-instance").write_text("bench/randomize_load.py\n")
+        done = subprocess.run([VENV_BIN / "randomizer", "init"], env=env, capture_output=True)
+        if done.returncode:
+            raise RuntimeError(f"randomizer init failed: {done.stderr.decode()[-2000:]}")
         yield env | {"DBNAME": name}
     finally:
         _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -500,11 +503,31 @@ def main() -> None:
     parser.add_argument("--profile", choices=["bench", "production", "both"], default="both")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["load", "kits", "small", "inproc"],
+        help="run only these parts (repeatable); the anchors always run with load",
+    )
     args = parser.parse_args()
+    parts = set(args.only or ["load", "kits", "small", "inproc"])
     print(
         f"machine: {platform.node()} {os.cpu_count()} cores, {platform.platform()}, "
         f"Python {platform.python_version()}; {CLIENTS} clients, gunicorn -w {args.workers}"
     )
+    if "load" in parts:
+        run_load(args)
+    if "kits" in parts:
+        run_kits(args)
+    if "small" in parts:
+        run_small(args)
+    if "inproc" in parts:
+        for profile in ("bench", "production"):
+            rate = in_process_sqlite(profile, 300)
+            print(f"[{profile}] in-process SQLite register+randomize: {rate:.1f} operations/s")
+
+
+def run_load(args: argparse.Namespace) -> None:
     anchors = pgbench_anchors(args.pgbench_seconds)
     print(
         f"pgbench -N: {anchors['pgbench_N']:.0f} TPS; same-SQL script: "
@@ -520,22 +543,23 @@ def main() -> None:
             f"p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms, p99 {r['p99']:.1f} ms; "
             f"statuses {r['statuses']}; {r['invariants']}"
         )
+
+
+def run_kits(args: argparse.Namespace) -> None:
     scaling = kit_scaling("bench", args.workers, [100, 1000, 10_000], 40)
     print(
         "[bench] single-client p50 by kits per site: "
         + ", ".join(f"{n:,} kits {ms:.1f} ms" for n, ms in scaling.items())
         + f" (10,000 / 100: {scaling[10_000] / scaling[100]:.2f}x)"
     )
+
+
+def run_small(args: argparse.Namespace) -> None:
     c = small_site_contention("bench", args.workers)
     print(
         f"[bench] small site p50 alone {c['alone']:.1f} ms, while the big site runs "
         f"({c['big_rate']:.0f}/s) {c['busy']:.1f} ms ({c['busy'] / c['alone']:.2f}x)"
     )
-    for profile in ("bench", "production"):
-        print(
-            f"[{profile}] in-process SQLite register+randomize: "
-            f"{in_process_sqlite(profile, 300):.1f} operations/s"
-        )
 
 
 if __name__ == "__main__":

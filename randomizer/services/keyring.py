@@ -97,11 +97,29 @@ def sealer_for(session: Session, study: Study, purpose: str) -> RowSealer:
 
 
 def sealer_by_key_id(session: Session, study: Study, key_id: str) -> RowSealer:
-    """A RowSealer for a specific stored data key."""
+    """A RowSealer for a specific stored data key.
+
+    Unwrapped once per process: a data key never changes (rotating the master key
+    re-wraps it, the key itself stays), so the sealer stays valid for the process's life
+    and a randomization does not read and unwrap the key row again.
+    """
+    cache_key = (id(secrets_of(session)), study.id, study.code, key_id)
+    found = _SEALERS.get(cache_key)
+    if found is not None:
+        return found
     key = session.get(DataKey, key_id)
     if key is None or key.study_id != study.id:
         raise IntegrityFailure(f"data key {key_id} of study {study.code} is missing")
-    return RowSealer(session, study, key)
+    sealer = RowSealer(session, study, key)
+    if len(_SEALERS) >= _MAX_SEALERS:
+        _SEALERS.clear()
+    _SEALERS[cache_key] = sealer
+    return sealer
+
+
+#: Unwrapped data keys of this process, by (instance secrets, study, key id).
+_SEALERS: dict[tuple[int, int, str, str], RowSealer] = {}
+_MAX_SEALERS = 256
 
 
 def slot_object_id(list_id: int, stratum: str, sequence: int) -> str:

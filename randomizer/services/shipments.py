@@ -33,7 +33,14 @@ from randomizer.models import (
 )
 from randomizer.services.kit_lifecycle import check_transition
 from randomizer.services.studies import definition_of
-from randomizer.services.supply.stock import DEPOT, credit, lock_stock, moved, pools
+from randomizer.services.supply.stock import (
+    DEPOT,
+    credit,
+    forget_figures,
+    lock_stock,
+    moved,
+    pools,
+)
 
 _SHUFFLE = random.SystemRandom()
 MAX_SHIPMENT_KITS = 1000
@@ -429,6 +436,7 @@ def finish_receipt(
             "missing", actor.username, now, reason
         )  # fmt: skip
     missing = [r[1].code for r in rows]
+    forget_figures(session)
     shipment.status = ShipmentStatus.RECEIVED
     shipment.received_by, shipment.received_at = actor.username, now
     session.flush()

@@ -174,7 +174,7 @@ def _take(
     held = session.scalar(select(func.count()).where(Dispensation.participant_id == participant.id))
     before = pools([kit])
     kit.status = KitStatus.ALLOCATED
-    moved(session, study, before, [kit])
+    moved(session, study, before, [kit], allocated=True)
     stock.row.consumed += 1
     stock.hold(participant.stratum, int(held or 0))
     return kit

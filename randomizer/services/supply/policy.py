@@ -39,6 +39,7 @@ from randomizer.models import (
     ShipmentLine,
     ShipmentStatus,
     Site,
+    SiteStock,
     Study,
     User,
     UserSite,
@@ -67,6 +68,20 @@ def site_facts(
 ) -> bound.SiteFacts:
     """The figures the bound takes, for a locked site stock row and a date."""
     row = stock.row
+    lost, transit, sizes = stock.figures.get(until) or _kit_figures(session, study, row, until)
+    stock.figures[until] = (lost, transit, sizes)
+    unit = sum(ratios(study).values())
+    return bound.SiteFacts(
+        received={arm: stock.index.received_in_date(arm, until) for arm in stock.index.arms},
+        lost=int(lost), holdings=stock.holdings(),
+        in_transit=[(n, sizes.get(sid, n) // unit if sid else 0) for sid, n in transit],
+    )  # fmt: skip
+
+
+def _kit_figures(
+    session: Session, study: Study, row: SiteStock, until: dt.date
+) -> tuple[int, list[tuple[int | None, int]], dict[int, int]]:
+    """(in-date losses, kits in transit per shipment, shipment sizes) at a site."""
     at_site = (Kit.study_id == study.id, Kit.site_code == row.site_code,
                Kit.is_test == row.is_test)  # fmt: skip
     transit = session.execute(
@@ -82,12 +97,7 @@ def site_facts(
         )
     ).scalar_one()  # fmt: skip
     sizes = _shipment_sizes(session, [sid for sid, _n in transit if sid is not None])
-    unit = sum(ratios(study).values())
-    return bound.SiteFacts(
-        received={arm: stock.index.received_in_date(arm, until) for arm in stock.index.arms},
-        lost=int(lost), holdings=stock.holdings(),
-        in_transit=[(n, sizes.get(sid, n) // unit if sid else 0) for sid, n in transit],
-    )  # fmt: skip
+    return int(lost), [(sid, n) for sid, n in transit], sizes
 
 
 #: Statuses of a site kit that are not a loss: usable, on its way, or with a participant;
@@ -184,7 +194,7 @@ def check_site(
     stock of some arm is below one) or the depot cannot fill what the rule asks for.
     """
     today = today or utcnow().date()
-    levels = session.scalar(select(Site).where(Site.study_id == study.id, Site.code == site))
+    levels = next((s for s in study.sites if s.code == site), None)
     if levels is None:
         return None
     is_test = shipments.current_is_test(study)

@@ -17,6 +17,7 @@ import secrets
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
@@ -160,6 +161,9 @@ class LockedStock:
     index: StockIndex
     #: None for a read-only view (``peek_stock``), which is never saved.
     _sealer: RowSealer | None
+    #: Figures read from the kit table in this transaction, by date (``policy.site_facts``);
+    #: dropped by every kit move that could change them.
+    figures: dict[dt.date, Any] = field(default_factory=dict)
 
     @property
     def sealer(self) -> RowSealer:
@@ -264,6 +268,7 @@ def credit(session: Session, study: Study, site: str, kits: Iterable[Kit]) -> No
     kits = list(kits)
     if not kits:
         return
+    forget_figures(session)
     by_mode: dict[bool, list[Kit]] = {}
     for kit in kits:
         by_mode.setdefault(kit.is_test, []).append(kit)
@@ -287,10 +292,19 @@ def pool_of(kit: Kit) -> str | None:
 
 
 def moved(
-    session: Session, study: Study, before: Mapping[int, str | None], kits: Iterable[Kit]
+    session: Session,
+    study: Study,
+    before: Mapping[int, str | None],
+    kits: Iterable[Kit],
+    *,
+    allocated: bool = False,
 ) -> None:
     """Keep the indexes true after these kits moved; ``before[kit.id]`` is ``pool_of`` the
-    kit before the move (taken by the caller)."""
+    kit before the move (taken by the caller). ``allocated``: the kits went from a site's
+    stock to a participant, which changes no loss or transit figure."""
+    kits = list(kits)
+    if not allocated:
+        forget_figures(session)
     changed = [k for k in kits if before.get(k.id) != pool_of(k)]
     if not changed:
         return
@@ -309,6 +323,12 @@ def moved(
                 stock.index.remove(arms[kit.id], kit.id, kit.expiry)
     for stock in touched.values():
         stock.save()
+
+
+def forget_figures(session: Session) -> None:
+    """Drop the kit-table figures read in this transaction (after a kit move)."""
+    for stock in session.info.get("site_stock", {}).values():
+        stock.figures.clear()
 
 
 def pools(kits: Iterable[Kit]) -> dict[int, str | None]:
