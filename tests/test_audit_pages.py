@@ -12,7 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from randomizer import audit
+from randomizer import audit, audit_anchor
 from randomizer.instance import secrets_of
 from randomizer.models import Study, User
 from randomizer.services import unblinding
@@ -129,7 +129,7 @@ def test_the_anchor_download_is_a_signed_anchor_of_the_current_head(
     assert "attachment" in response.headers["Content-Disposition"]
     anchor = json.loads(response.data)
     secrets = secrets_of(session)
-    result = audit.check_anchor(
+    result = audit_anchor.check_anchor(
         session, secrets.audit_key, anchor, secrets.anchor_key().public_key()
     )
     assert result.ok and anchor["events"] == result.events
