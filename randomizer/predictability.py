@@ -50,6 +50,11 @@ class Figures:
             self.stops + other.stops,
         )
 
+    def times(self, n: int) -> Figures:
+        """The figures of ``n`` copies of these slots."""
+        return Figures(self.slots * n, self.correct * n, self.deterministic * n,
+                       self.imbalance_sum * n, self.stops * n)  # fmt: skip
+
     @property
     def correct_share(self) -> Fraction:
         """Expected correct guesses as a share of the slots."""
@@ -90,9 +95,10 @@ def assess_block(arms: Sequence[str], ratios: Mapping[str, int]) -> Figures:
 
 def assess(blocks: Iterable[Sequence[str]], ratios: Mapping[str, int]) -> Figures:
     """Figures of a sequence of blocks (a stratum, or any collection of blocks)."""
+    # A list has few distinct blocks (orderings of a few sizes): each is assessed once.
     total = Figures()
-    for block in blocks:
-        total += assess_block(block, ratios)
+    for block, times in Counter(tuple(b) for b in blocks).items():
+        total += assess_block(block, ratios).times(times)
     return total
 
 

@@ -8,11 +8,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.models import ListKind, Study, User
+from randomizer.models import AllocationSlot, ListKind, Study, User
 from randomizer.predictability import decimals
 from randomizer.services import lists
 from tests.conftest import Runner, login, make_study
@@ -95,3 +96,16 @@ def test_the_admin_list_page_never_shows_the_predictability(
     page = client.get("/lists/TST/dummy")
     assert page.status_code == 200
     assert b'id="predictability"' not in page.data
+
+
+def test_the_list_page_of_a_tampered_list_says_the_figures_cannot_be_computed(
+    client: FlaskClient, session: Session, study: Study, users: dict[str, User]
+) -> None:
+    _dummy(session, study)
+    a, b = session.scalars(sa.select(AllocationSlot).order_by(AllocationSlot.id).limit(2))
+    a.arm_sealed, b.arm_sealed = b.arm_sealed, a.arm_sealed
+    session.commit()
+    login(client, "stat1")
+    page = client.get("/lists/TST/dummy")
+    assert page.status_code == 200
+    assert b"failed its integrity check" in page.data

@@ -13,6 +13,7 @@ from fractions import Fraction
 from sqlalchemy.orm import Session
 
 from randomizer import predictability
+from randomizer.crypto import IntegrityFailure
 from randomizer.models import ListKind, Study
 from randomizer.predictability import Figures
 from randomizer.services.list_contents import blocks_by_stratum
@@ -54,14 +55,17 @@ def assess_list(session: Session, study: Study, kind: ListKind) -> ListPredictab
     enrolment = definition_of(study).expected_enrolment
     strata = row.params["strata"]
     expected = Fraction(enrolment, len(strata)) if enrolment is not None and strata else None
-    per_stratum = [
-        StratumPredictability(
-            stratum,
-            predictability.assess(blocks, ratios),
-            expected,
-            expected is not None and predictability.small_stratum(expected, sizes),
-        )
-        for stratum, blocks in blocks_by_stratum(session, study, row).items()
-    ]
+    try:
+        per_stratum = [
+            StratumPredictability(
+                stratum,
+                predictability.assess(blocks, ratios),
+                expected,
+                expected is not None and predictability.small_stratum(expected, sizes),
+            )
+            for stratum, blocks in blocks_by_stratum(session, study, row).items()
+        ]
+    except ValueError as exc:  # a stored block out of ratio: the list was altered
+        raise IntegrityFailure(f"the {kind.value} list of study {study.code}: {exc}") from None
     total = sum((s.figures for s in per_stratum), Figures())
     return ListPredictability(per_stratum, total, sizes, enrolment)

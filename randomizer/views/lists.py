@@ -204,13 +204,19 @@ def summary(code: str, kind: str, extend: ExtendForm | None = None) -> Any:
     form = extend or ExtendForm()
     form.stratum.choices = [SelectChoice(s) for s in result.row.params["strata"]]
     # The figures depend on the arms: the statistician's page only, never the admin's.
-    figures = assess_list(db.session(), study, ListKind(kind)) if current().role is STAT else None
+    figures, problem = None, None
+    if current().role is STAT:
+        try:
+            figures = assess_list(db.session(), study, ListKind(kind))
+        except IntegrityFailure as err:
+            problem = str(err)
     return render_template(
         "lists/summary.html",
         study=study,
         kind=ListKind(kind),
         summary=result,
         predictability=figures,
+        predictability_problem=problem,
         commitments=list_commitments(db.session(), study) if kind == ListKind.LIVE.value else [],
         extend=form,
         verify=VerifyForm(),
