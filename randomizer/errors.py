@@ -269,14 +269,21 @@ def register_error_handlers(app: Flask) -> None:
         return response
 
     @app.errorhandler(HTTPException)
-    def _http(err: HTTPException) -> Response | tuple[str, int]:
+    def _http(err: HTTPException) -> Response:
         status = err.code or 500
         if _wants_problem():
-            return problem(status, err.name, err.description or err.name)
-        title, detail = _http_page_text(status)
-        return render_template(
-            "error.html", title=title or err.name, detail=detail or err.description or ""
-        ), status
+            response = problem(status, err.name, err.description or err.name)
+        else:
+            title, detail = _http_page_text(status)
+            page = render_template(
+                "error.html", title=title or err.name, detail=detail or err.description or ""
+            )
+            response = Response(page, status, mimetype="text/html")
+        # 405 says which methods the resource has (Allow), as HTTP requires.
+        for name, value in err.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
 
 def _plain_page(title: str, detail: str) -> str:

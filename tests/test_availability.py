@@ -32,9 +32,9 @@ def test_healthz_answers_ok_when_database_schema_and_keys_are_there(client):
     assert response.json == {"status": "ok"}
 
 
-def test_healthz_is_503_when_the_schema_is_not_at_the_head_migration(app, client, session):
-    session.execute(sa.text("UPDATE alembic_version SET version_num = 'older'"))
-    session.commit()
+def test_healthz_is_503_when_the_schema_is_not_at_the_head_migration(client, monkeypatch):
+    # The code knows a newer migration than the database is at (an upgrade not yet run).
+    monkeypatch.setattr("randomizer.views.health._head", lambda: "a-newer-revision")
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json == {"status": "unavailable"}

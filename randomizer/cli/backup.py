@@ -44,7 +44,10 @@ def restore_command(backup_file: Path) -> None:
     with transaction():
         backups.restore(db.engine, backup_file)
     click.echo(f"restored {backup_file}")
-    if not _lists_verify() or not _audit_verifies():
+    verified = _lists_verify() and _audit_verifies()
+    db.session.remove()
+    db.engine.dispose()  # leave no connection to the restored database behind
+    if not verified:
         sys.exit(1)
 
 

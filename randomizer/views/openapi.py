@@ -34,7 +34,8 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 
 
 def _op(summary: str, roles: str, ok: tuple[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    errors = {code: PROBLEM for code in ("400", "401", "403", "404", "409", "415", "422")}
+    codes = ("400", "401", "403", "404", "405", "409", "413", "414", "415", "422", "503")
+    errors = {code: PROBLEM for code in codes}
     return {
         "summary": summary,
         "description": f"Allowed roles: {roles}.",
@@ -234,6 +235,16 @@ def document() -> dict[str, Any]:
             "responses": {
                 "Problem": {
                     "description": "RFC 9457 problem details",
+                    "headers": {
+                        "Retry-After": {
+                            "description": "With 503 (database unavailable): seconds to wait",
+                            "schema": {"type": "integer", "minimum": 1},
+                        },
+                        "Allow": {
+                            "description": "With 405: the methods this path accepts",
+                            "schema": {"type": "string"},
+                        },
+                    },
                     "content": {
                         "application/problem+json": {
                             "schema": _obj(
