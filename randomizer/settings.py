@@ -146,7 +146,7 @@ def init_extensions(app: Flask) -> None:
 #: blueprint and must be imported before it is registered. Absent modules are skipped.
 VIEW_MODULES = (
     "auth_views", "main", "lists", "kits", "pharmacy", "shipments", "participants",
-    "unblinding", "codebreak", "audit_views", "study_admin", "account", "users_admin",
+    "unblinding", "codebreak", "audit_views", "study_admin", "account", "users_admin", "reports",
 )  # fmt: skip
 API_MODULES = ("api_kits", "api_participants", "api_unblinding", "api_audit")
 
