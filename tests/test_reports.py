@@ -172,3 +172,35 @@ def test_the_two_lists_of_the_blinding_test_really_differ(
         for s in (scripted, other)
     ]
     assert arms[0] != arms[1]
+
+
+# --- participants --------------------------------------------------------------------------
+
+
+def test_participants_are_searched_by_screening_or_randomization_number(
+    admin: FlaskClient, session: Session, scripted: Study
+) -> None:
+    rows = _csv(admin.get("/reports/TST/participants.csv?q=a-ELIG"))
+    assert rows[0] == ["screening_number", "site", "status", "randomization_number",
+                       "randomized_at_utc"]  # fmt: skip
+    assert [r[0] for r in rows[1:]] == ["A-eligible"]
+    number = next(p.randomization_number for p in enrollment.list_participants(session, scripted)
+                  if p.screening_number == "B-1")  # fmt: skip
+    assert [r[0] for r in _csv(admin.get(f"/reports/TST/participants.csv?q={number}"))[1:]] == [
+        "B-1"
+    ]
+    assert _csv(admin.get("/reports/TST/participants.csv?q=%25"))[1:] == []
+
+
+def test_participants_are_paged(
+    admin: FlaskClient, session: Session, scripted: Study, users: dict[str, User],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from randomizer.services import reports
+
+    monkeypatch.setattr(reports, "PAGE_SIZE", 3)
+    first = admin.get("/reports/TST/participants.html").text
+    assert "7 participants · page 1 of 3" in first and "A-0" in first and "A-eligible" not in first
+    last = admin.get("/reports/TST/participants.html?page=99").text
+    assert "page 3 of 3" in last and "A-gone" in last
+    assert admin.get("/reports/TST/participants.html?page=x").status_code == 200

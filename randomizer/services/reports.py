@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
@@ -69,6 +69,53 @@ def participants(
     if sites is not None:
         query = query.where(Participant.site_code.in_(sorted(sites)))
     return list(session.scalars(query.order_by(Participant.id)))
+
+
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class ParticipantPage:
+    rows: list[Participant]
+    total: int
+    page: int
+    pages: int
+
+
+def _like(search: str) -> str:
+    escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def participant_page(
+    session: Session,
+    study: Study,
+    *,
+    sites: Iterable[str] | None,
+    search: str,
+    page: int,
+    size: int | None = PAGE_SIZE,
+) -> ParticipantPage:
+    """One page (``size`` None: all) of the study's participants in registration order,
+    optionally only those whose screening or randomization number contains ``search``."""
+    where = [Participant.study_id == study.id, Participant.archived.is_(False)]
+    if sites is not None:
+        where.append(Participant.site_code.in_(sorted(sites)))
+    if search:
+        pattern = _like(search)
+        where.append(or_(
+            func.lower(Participant.screening_number).like(pattern, escape="\\"),
+            func.lower(Participant.randomization_number).like(pattern, escape="\\"),
+        ))  # fmt: skip
+    total = session.scalar(select(func.count()).select_from(Participant).where(*where)) or 0
+    per = size or max(total, 1)
+    pages = max(1, -(-total // per))
+    page = min(max(page, 1), pages)
+    rows = session.scalars(
+        select(Participant).where(*where).order_by(Participant.id)
+        .offset((page - 1) * per).limit(per)
+    ).all()  # fmt: skip
+    return ParticipantPage(list(rows), total, page, pages)
 
 
 def enrolment(people: list[Participant]) -> list[EnrolmentRow]:

@@ -10,7 +10,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
@@ -29,6 +29,7 @@ READERS = (Role.ADMIN, Role.STATISTICIAN, Role.INVESTIGATOR, Role.ASSESSOR)
 KIT_READERS = (Role.ADMIN, Role.STATISTICIAN, Role.PHARMACIST)
 FORMAT = "<any(html, csv):fmt>"
 Rows = Sequence[Sequence[object]]
+MAX_SEARCH = 64
 
 navigation.register(
     "reports.index",
@@ -124,6 +125,25 @@ def dsmb(code: str, fmt: str) -> Any:
     return _answer(fmt, study, "dsmb", ["arm", "site", "randomized", "withdrawn", "unblinded"],
                    [_("Arm"), _("Site"), _("Randomized"), _("Withdrawn"), _("Unblinded")],
                    rows, title=_("DSMB report"), unblinded=True)  # fmt: skip
+
+
+@bp.get(f"/<code>/participants.{FORMAT}")
+@roles_required(*READERS)
+def participants(code: str, fmt: str) -> Any:
+    study = get_study(db.session(), code)
+    search = request.args.get("q", "").strip()[:MAX_SEARCH]
+    page = request.args.get("page", 1, type=int)
+    size = None if fmt == "csv" else reports.PAGE_SIZE
+    found = reports.participant_page(db.session(), study, sites=_sites(study), search=search,
+                                     page=page, size=size)  # fmt: skip
+    rows = [(p.screening_number, p.site_code, p.status.value, p.randomization_number or "",
+             p.randomized_at.strftime("%Y-%m-%d %H:%M") if p.randomized_at else "")
+            for p in found.rows]  # fmt: skip
+    header = ["screening_number", "site", "status", "randomization_number", "randomized_at_utc"]
+    labels = [_("Screening number"), _("Site"), _("Status"), _("Randomization number"),
+              _("Randomized (UTC)")]  # fmt: skip
+    return _answer(fmt, study, "participants", header, labels, rows, title=_("Participants"),
+                   search=search, paging=found)  # fmt: skip
 
 
 def bar_chart(points: list[tuple[str, int]]) -> Markup | None:
