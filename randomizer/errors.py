@@ -162,6 +162,17 @@ _SHOWN: list[tuple[re.Pattern[str], Callable[[dict[str, str]], str]]] = [
             ),
         ),
         (
+            r"The password must have at least (?P<n>\d+) characters\.",
+            lambda m: _("The password must have at least %(n)s characters.", **m),
+        ),
+        (
+            r"This password is too common or too easy to guess: .*",
+            lambda m: _(
+                "This password is too common or too easy to guess: choose another one (a few "
+                "unrelated words make a good password)."
+            ),
+        ),
+        (
             r"Randomization is paused for study (?P<study>\S+): (?P<reason>.*) Nothing was "
             r"changed\.",
             lambda m: _(

@@ -19,7 +19,10 @@ class TotpForm(FlaskForm):
         _l("6-digit code"),
         validators=[
             DataRequired(),
-            Regexp(r"^\s*\d{3}\s?\d{3}\s*$", message=_l("Enter the 6 digits of the code.")),
+            Regexp(
+                r"^\s*(\d{3}\s?\d{3}|[0-9a-fA-F]{4}(-[0-9a-fA-F]{4}){2})\s*$",
+                message=_l("Enter the 6 digits of the code, or one of your recovery codes."),
+            ),
         ],
     )
     submit = SubmitField(_l("Verify"))

@@ -106,6 +106,10 @@ class User(Base):
     locked_until: Mapped[dt.datetime | None]
     #: Base32 TOTP secret sealed under the master key; NULL while not enrolled.
     totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: Set by a password reset (or a web-created account): a new password first.
+    password_change_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: SHA-256 digests of the unused single-use recovery codes of the second factor.
+    recovery_codes: Mapped[list[str] | None] = mapped_column(JSON)
     #: Bumped on every change of role, site, status or password: sessions carrying an
     #: older value are refused on their very next request (server-side revocation).
     session_version: Mapped[int] = mapped_column(Integer, default=1)

@@ -200,6 +200,7 @@ def init_extensions(app: Flask) -> None:
 VIEW_MODULES = (
     "auth_views", "main", "lists", "kits", "pharmacy", "shipments", "participants",
     "unblinding", "codebreak", "audit_views", "health", "supply", "study_admin", "exposure",
+    "account", "users_admin", "reports",
 )  # fmt: skip
 API_MODULES = ("api_kits", "api_participants", "api_unblinding", "api_audit")
 

@@ -8,6 +8,7 @@ database copy reveals no secret and a code is accepted only once.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import secrets
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.crypto import IntegrityFailure, associated_data, seal, unseal
-from randomizer.errors import Conflict
+from randomizer.errors import Conflict, InvalidInput
 from randomizer.instance import secrets_of
 from randomizer.models import User
 
@@ -29,6 +30,9 @@ TOTP_DIGITS = 6
 TOTP_STEP = 30
 #: Codes of the previous and next 30-second step are accepted too (clock drift).
 TOTP_DRIFT_STEPS = 1
+RECOVERY_CODES = 10
+#: Groups of four hex digits per recovery code ("3f9a-07c2-…").
+RECOVERY_GROUPS = 3
 
 
 def has_second_factor(user: User) -> bool:
@@ -46,7 +50,7 @@ def enrol_totp(
             field="username",
         )
     replaced = user.totp_sealed is not None
-    secret = base64.b32encode(secrets.token_bytes(20)).decode("ascii")
+    secret = new_totp_secret()
     _store_totp(session, user, secret, last_step=0)
     audit.record(
         session,
@@ -56,7 +60,66 @@ def enrol_totp(
         object_id=user.username,
         new={"replaced": replaced},
     )
-    return _totp(secret).get_provisioning_uri(user.username, TOTP_ISSUER)
+    return provisioning_uri(secret, user.username)
+
+
+def new_totp_secret() -> str:
+    """A fresh base32 TOTP secret (160 bits)."""
+    return base64.b32encode(secrets.token_bytes(20)).decode("ascii")
+
+
+def provisioning_uri(secret: str, username: str) -> str:
+    """The otpauth:// URI an authenticator app scans."""
+    return _totp(secret).get_provisioning_uri(username, TOTP_ISSUER)
+
+
+def confirm_totp(
+    session: Session, user: User, *, secret: str, code: object, actor: audit.Actor
+) -> list[str]:
+    """Enrol ``secret`` once the user proves it with a current code; returns new recovery
+    codes (shown once). Replaces an earlier second factor. Audited."""
+    replaced = user.totp_sealed is not None
+    _store_totp(session, user, secret, last_step=0)
+    if not verify_totp(session, user, code):
+        raise InvalidInput(
+            "That code is not valid. Enter the current 6-digit code from your authenticator app.",
+            field="code",
+        )
+    codes = new_recovery_codes(user)
+    audit.record(session, actor=actor, action="user.totp_enrol", object_type="user",
+                 object_id=user.username, new={"replaced": replaced, "confirmed": True,
+                                               "recovery_codes": len(codes)})  # fmt: skip
+    return codes
+
+
+def new_recovery_codes(user: User) -> list[str]:
+    """Replace the user's recovery codes by fresh ones; returns them (only digests stay)."""
+    codes = [
+        "-".join(secrets.token_hex(2) for _ in range(RECOVERY_GROUPS))
+        for _ in range(RECOVERY_CODES)
+    ]
+    user.recovery_codes = [_recovery_digest(c) for c in codes]
+    return codes
+
+
+def use_recovery_code(session: Session, user: User, code: object) -> bool:
+    """Spend one recovery code in place of a one-time code; each works once. Audited."""
+    if not isinstance(code, str) or not user.recovery_codes:
+        return False
+    digest = _recovery_digest(code)
+    if digest not in user.recovery_codes:
+        return False
+    user.recovery_codes = [d for d in user.recovery_codes if d != digest]
+    audit.record(session, actor=audit.Actor(user.username, user.role.value),
+                 action="user.recovery_code_used", object_type="user", object_id=user.username,
+                 new={"left": len(user.recovery_codes)})  # fmt: skip
+    session.flush()
+    return True
+
+
+def _recovery_digest(code: str) -> str:
+    normal = code.strip().lower().replace(" ", "")
+    return hashlib.sha256(normal.encode("utf-8")).hexdigest()
 
 
 def remove_totp(session: Session, user: User, *, actor: audit.Actor) -> None:
@@ -64,6 +127,7 @@ def remove_totp(session: Session, user: User, *, actor: audit.Actor) -> None:
     if user.totp_sealed is None:
         raise Conflict(f"{user.username} has no second factor.", field="username")
     user.totp_sealed = None
+    user.recovery_codes = None
     audit.record(
         session, actor=actor, action="user.totp_remove", object_type="user", object_id=user.username
     )

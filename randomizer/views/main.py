@@ -8,6 +8,7 @@ from sqlalchemy import select
 from randomizer.auth import current, login_required
 from randomizer.db import db
 from randomizer.models import Study
+from randomizer.services.dashboards import dashboards
 from randomizer.views.navigation import ENTRIES
 
 bp = Blueprint("main", __name__)
@@ -23,4 +24,7 @@ def home() -> str:
         if user.role in e.roles
     ]
     studies = db.session.scalars(select(Study).order_by(Study.code)).all()
-    return render_template("home.html", user=user, studies=studies, actions=actions)
+    return render_template(
+        "home.html", user=user, studies=studies, actions=actions,
+        boards=dashboards(db.session(), user),
+    )  # fmt: skip

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-01 14:01:15.962604
+Create Date: 2026-12-01 14:01:54.959680
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ def upgrade() -> None:
         sa.Column("failed_logins", sa.Integer(), nullable=False),
         sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("totp_sealed", sa.LargeBinary(), nullable=True),
+        sa.Column("password_change_required", sa.Boolean(), nullable=False),
+        sa.Column("recovery_codes", sa.JSON(), nullable=True),
         sa.Column("session_version", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_user_account")),
