@@ -63,6 +63,7 @@ typecheck:
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/lists.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/randomize_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
