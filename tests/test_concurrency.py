@@ -254,3 +254,56 @@ def test_sqlite_busy_is_transient():
 
     assert is_retryable(OperationalError("x", {}, sqlite3.OperationalError("database is locked")))
     assert not is_retryable(OperationalError("x", {}, sqlite3.OperationalError("no such table")))
+
+
+def test_concurrent_randomizations_across_two_sites_and_two_strata_at_once(
+    app, session, study, users
+):
+    """Sites and strata take their own locks: simultaneous randomizations in all four strata
+    of two sites still take each stratum's slots in order, with distinct kits and one
+    event each."""
+    per = 10
+    prepare_supply(session, study, per_stratum=per + 4, kits=per * 6, sites=("S1", "S2"))
+    plan = []
+    for site, user in (("S1", "investigator"), ("S2", "investigator2")):
+        for grade in ("low", "high"):
+            for n in range(per):
+                number = f"{site}-{grade}-{n}"
+                plan.append((register(session, study, users[user], number, site=site,
+                                      grade=grade).id, users[user].id))  # fmt: skip
+    session.rollback()
+
+    def task(i: int) -> Any:
+        pid, user_id = plan[i]
+        with app.app_context():
+            s = db.session()
+            try:
+                return run_in_transaction(
+                    s,
+                    lambda: enrollment.randomize(
+                        s, s.get_one(Participant, pid), signer=s.get_one(User, user_id),
+                        password=PASSWORD,
+                    ),
+                )  # fmt: skip
+            finally:
+                db.session.remove()
+
+    results = in_threads(len(plan), task)
+    assert Counter(type(r).__name__ for r in results) == {"Randomization": len(plan)}, results
+    session.expire_all()
+    for site in ("S1", "S2"):
+        for grade in ("low", "high"):
+            used = session.scalars(
+                select(AllocationSlot).where(
+                    AllocationSlot.stratum == f"{site}|grade={grade}",
+                    AllocationSlot.status == SlotStatus.USED,
+                )
+            ).all()
+            assert sorted(s.sequence for s in used) == list(range(1, per + 1))
+            _assert_kit_arms_match_slot_arms(session, study, used)
+    assert len({r.kit_code for r in results}) == len(plan)
+    events = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "participant.randomize")
+    ).all()
+    assert sorted(e.participant_id for e in events) == sorted(p for p, _u in plan)
+    assert audit.verify(session, secrets_of(session).audit_key).ok

@@ -20,6 +20,7 @@ from randomizer.services.kits import (
     export_rows,
     generate_kits,
     get_kit,
+    kit_arm,
     open_arms,
     set_status,
     status_totals,
@@ -193,6 +194,18 @@ def test_masked_views_show_a_sites_unbound_kits_only_as_at_site(
 # --- CLI --------------------------------------------------------------------------------
 
 
+def test_cli_generates_a_one_product_batch_and_prints_no_arm(
+    runner: Runner, session: Session, study: Study
+) -> None:
+    result = runner.invoke("kits", "generate", "TST", "--count", "5", "--arm", "ACTIVEX")
+    assert result.exit_code == 0, result.output
+    assert "ACTIVEX" not in result.output and "Active" not in result.output
+    kits = session.scalars(select(Kit)).all()
+    assert len(kits) == 5 and {kit_arm(session, study, k) for k in kits} == {"ACTIVEX"}
+    (event,) = _events(session, "kits.generate")
+    assert "ACTIVEX" not in (event.new_values or "") and '"one_product":true' in event.new_values
+
+
 def test_cli_generates_kits(runner: Runner, session: Session, study: Study) -> None:
     result = runner.invoke("kits", "generate", "TST", "--count", "12", "--site", "S1",
                            "--lot", "LOT-7", "--expiry", "2031-06-30")  # fmt: skip
@@ -207,13 +220,16 @@ def test_cli_generates_kits(runner: Runner, session: Session, study: Study) -> N
     ("args", "message"),
     [(["NOPE", "--count", "2"], "No study"), (["TST", "--count", "0"], "count"),
      (["TST", "--count", "2", "--site", "S9"], "site"),
-     (["TST", "--count", "2", "--expiry", "31/12/2030"], "expiry")],
+     (["TST", "--count", "2", "--expiry", "31/12/2030"], "expiry"),
+     (["TST", "--count", "2", "--arm", "NOPE"], "arm: Study TST has no arm 'NOPE'"),
+     (["TST", "--count", "3", "--site", "S1"], "count: Kits made at a site come in whole units")],
 )  # fmt: skip
 def test_cli_generate_refuses_bad_input(
-    runner: Runner, study: Study, args: list[str], message: str
+    runner: Runner, session: Session, study: Study, args: list[str], message: str
 ) -> None:
     result = runner.invoke("kits", "generate", *args)
     assert result.exit_code != 0 and message in result.output
+    assert session.scalars(select(Kit)).all() == []
 
 
 def test_cli_export_writes_the_blinded_kit_list(

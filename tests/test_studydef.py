@@ -540,6 +540,13 @@ MALFORMED = [
         "lower than resupply_level 6",
     ),
     (
+        "trigger-without-margin",
+        'name = "Hospital Barros Luco Trudeau"',
+        'name = "Hospital Barros Luco Trudeau"\ntrigger_level = 0',
+        "sites[1].trigger_level",
+        "no safety margin",
+    ),
+    (
         "trigger-negative",
         'name = "Hospital Barros Luco Trudeau"',
         'name = "Hospital Barros Luco Trudeau"\ntrigger_level = -1',
