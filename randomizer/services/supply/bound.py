@@ -46,6 +46,13 @@ def _whole_block_totals(block_sizes: tuple[int, ...], limit: int) -> frozenset[i
 
 
 def max_arm_slots(n: int, share: Fraction, block_sizes: Sequence[int]) -> int:
+    """Most slots of an arm with this ``share`` among the first ``n`` slots of a stratum
+    (see ``_max_arm_slots``)."""
+    return _max_arm_slots(n, share, tuple(sorted(set(block_sizes))))
+
+
+@lru_cache(maxsize=8192)
+def _max_arm_slots(n: int, share: Fraction, sizes: tuple[int, ...]) -> int:
     """Most slots of an arm with this ``share`` among the first ``n`` slots of a stratum.
 
     The first ``n`` slots are whole blocks (exactly ``share`` of each) and ``j`` slots of
@@ -54,7 +61,6 @@ def max_arm_slots(n: int, share: Fraction, block_sizes: Sequence[int]) -> int:
     """
     if n <= 0:
         return 0
-    sizes = tuple(sorted(set(block_sizes)))
     totals = _whole_block_totals(sizes, n)
     best: Fraction | None = None
     for m in sizes:
