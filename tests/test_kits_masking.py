@@ -207,7 +207,7 @@ def _urls(app: Flask, data: dict[str, Any]) -> list[str]:
         "code": ["TST"], "study_code": ["TST"],
         "participant_id": [str(i) for i in data["participants"]],
         "shipment_id": [str(i) for i in data["shipments"]], "kind": ["dummy", "live"],
-        "change": ["withdraw"],
+        "change": ["withdraw"], "username": ["inv1", "pharm1"], "fmt": ["html", "csv"],
     }  # fmt: skip
     urls = []
     for rule in app.url_map.iter_rules():
@@ -230,7 +230,7 @@ def _post_urls(app: Flask, data: dict[str, Any]) -> list[str]:
     values = {
         "code": ["TST"], "study_code": ["TST"], "participant_id": [str(data["participants"][0])],
         "shipment_id": [str(data["shipments"][0])], "kind": ["dummy"], "change": ["withdraw"],
-        "dispensation_id": [str(data["dispensations"][0])],
+        "dispensation_id": [str(data["dispensations"][0])], "username": ["inv1"],
     }  # fmt: skip
     urls = []
     for rule in app.url_map.iter_rules():
