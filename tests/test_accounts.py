@@ -224,3 +224,20 @@ def test_an_admin_enrols_a_users_second_factor_with_qr_and_recovery_codes(
     assert len(re.findall(r'<code class="code">[0-9a-f-]{14}</code>', response.text)) == 10
     assert admin.post("/users/pharm1/totp/remove").status_code == 302
     assert _actors(session, "user.totp_remove") == ["admin1"]
+
+
+def test_making_an_unblinded_user_masked_on_the_page_needs_the_acknowledgement(
+    admin: FlaskClient, session: Session, users: dict[str, User]
+) -> None:
+    refused = admin.post("/users/pharm1", data={"role": "investigator", "sites": ["S1"],
+                                                "active": "y"})  # fmt: skip
+    assert refused.status_code in (409, 422)
+    session.expire_all()
+    assert session.query(User).filter_by(username="pharm1").one().role.value == "pharmacist"
+    session.rollback()
+    data = {"role": "investigator", "sites": ["S1"], "active": "y", "acknowledge_exposure": "y"}
+    done = admin.post("/users/pharm1", data=data)
+    assert done.status_code == 302
+    session.expire_all()
+    assert session.query(User).filter_by(username="pharm1").one().role.value == "investigator"
+    session.rollback()

@@ -45,6 +45,13 @@ class UserForm(FlaskForm):
     active = BooleanField(_l("Active"))
 
 
+class EditUserForm(UserForm):
+    acknowledge_exposure = BooleanField(
+        _l("I acknowledge that this person has seen (or could have seen) treatment arms, "
+           "and record it in the blinding-exposure register")
+    )  # fmt: skip
+
+
 class NewUserForm(UserForm):
     username = StringField(_l("Username"), validators=[DataRequired(), Length(max=64)])
     full_name = StringField(_l("Full name"), validators=[Optional(), Length(max=200)])
@@ -98,13 +105,14 @@ def new() -> Any:
 @roles_required(Role.ADMIN)
 def edit(username: str) -> Any:
     user = get_user(db.session(), username)
-    form = _choices(UserForm(obj=_Values(user)))  # a posted form overrides these values
+    form = _choices(EditUserForm(obj=_Values(user)))  # a posted form overrides these values
     ctx = {"user": user, "action": ActionForm()}
     if not form.validate_on_submit():
         return render_template("users/edit.html", form=form, **ctx)
     try:
         update_user(db.session(), user, actor=current_actor(), role=Role(form.role.data),
-                    sites=form.sites.data or [], active=form.active.data)  # fmt: skip
+                    sites=form.sites.data or [], active=form.active.data,
+                    acknowledge_exposure=bool(form.acknowledge_exposure.data))  # fmt: skip
     except RandomizerError as err:
         return _refused(form, err, "users/edit.html", **ctx)
     db.session.commit()
@@ -117,6 +125,7 @@ class _Values:
 
     def __init__(self, user: User) -> None:
         self.role, self.sites, self.active = user.role.value, sorted(user.site_codes), user.active
+        self.acknowledge_exposure = False
 
 
 def _action(username: str) -> User:
