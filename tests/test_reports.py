@@ -104,7 +104,20 @@ def test_kit_accountability_counts_kits_by_location_and_status(admin: FlaskClien
     rows = _csv(admin.get("/reports/TST/kits.csv"))
     assert rows[0] == ["location", "status", "kits"]
     s1 = {r[1]: int(r[2]) for r in rows[1:] if r[0] == "S1"}
-    assert s1 == {"allocated": 3, "available": 9}
+    # A site's kits no participant holds show only as "at site" to masked roles.
+    assert s1 == {"allocated": 3, "at_site": 9}
+    assert not any(r[1] in ("available", "expired") for r in rows[1:] if r[0] != "depot")
+
+
+def test_unblinded_roles_see_kit_accountability_by_product(
+    client: FlaskClient, session: Session, scripted: Study
+) -> None:
+    login(client, "stat1")
+    rows = _csv(client.get("/reports/TST/kits.csv"))
+    assert rows[0] == ["location", "status", "product", "kits"]
+    s1 = [r for r in rows[1:] if r[0] == "S1"]
+    assert {r[2] for r in s1} == {"ACTIVEX", "PLACEBOX"}
+    assert sum(int(r[3]) for r in s1) == 12
 
 
 def test_site_users_see_their_own_sites_only(client: FlaskClient, scripted: Study) -> None:

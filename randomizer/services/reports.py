@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.models import Participant, ParticipantStatus, Study
-from randomizer.services.kits import status_totals
+from randomizer.services.blinded_kits import blinded_totals
+from randomizer.services.kits import list_kits, open_arms
 from randomizer.services.lists import participant_arm
 
 P = ParticipantStatus
@@ -161,14 +162,34 @@ def screening_log(people: list[Participant]) -> ScreeningLog:
 def kit_accountability(
     session: Session, study: Study, sites: Iterable[str] | None = None
 ) -> list[tuple[str, str, int]]:
-    """(location, status, count) of the study's kits; the depot is "depot". Never by arm."""
+    """(location, status, count) of the study's kits as masked roles see them (a site's
+    kits bound to no participant only as "at site"); the depot is "depot". Never by arm."""
     wanted = None if sites is None else set(sites)
     return [
-        (site or "depot", status.value, count)
-        for site, by_status in sorted(status_totals(session, study).items(), key=_location)
+        (site or "depot", status, count)
+        for site, by_status in sorted(blinded_totals(session, study).items(), key=_location)
         if wanted is None or site in wanted
-        for status, count in sorted(by_status.items(), key=lambda item: item[0].value)
+        for status, count in sorted(by_status.items())
     ]
+
+
+def kit_accountability_by_product(
+    session: Session, study: Study, sites: Iterable[str] | None = None
+) -> list[tuple[str, str, str, int]]:
+    """(location, status, product code, count): for the unblinded roles only."""
+    wanted = None if sites is None else set(sites)
+    kits = [k for k in list_kits(session, study) if wanted is None or k.site_code in wanted]
+    arms = open_arms(session, study, kits)
+    counts = Counter((k.site_code, k.status.value, arms[k.id]) for k in kits)
+    return [
+        (site or "depot", status, arm, n)
+        for (site, status, arm), n in sorted(counts.items(), key=_product_order)
+    ]
+
+
+def _product_order(item: tuple[tuple[str | None, str, str], int]) -> tuple[bool, str, str, str]:
+    (site, status, arm), _n = item
+    return (site is not None, site or "", status, arm)
 
 
 def _location(item: tuple[str | None, object]) -> tuple[bool, str]:

@@ -109,6 +109,11 @@ def screening(code: str, fmt: str) -> Any:
 def kits(code: str, fmt: str) -> Any:
     study = get_study(db.session(), code)
     sites = None if current().role is not Role.PHARMACIST else sorted(current().site_codes)
+    if current().role.unblinded:
+        by_product = reports.kit_accountability_by_product(db.session(), study, sites)
+        return _answer(fmt, study, "kits", ["location", "status", "product", "kits"],
+                       [_("Location"), _("Status"), _("Product"), _("Kits")], by_product,
+                       title=_("Kit accountability"))  # fmt: skip
     rows = reports.kit_accountability(db.session(), study, sites)
     return _answer(fmt, study, "kits", ["location", "status", "kits"],
                    [_("Location"), _("Status"), _("Kits")], rows,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-01 14:12:21.009316
+Create Date: 2026-12-01 14:14:19.918238
 """
 
 from __future__ import annotations
