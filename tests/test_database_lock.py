@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer.errors import Conflict, NotPermitted, StudyLocked
-from randomizer.models import Dispensation, Participant, Study, User
+from randomizer.models import Dispensation, ListKind, Participant, Study, User
 from randomizer.services import enrollment, unblinding
 from randomizer.services.database_lock import lock_study
 from randomizer.services.users import actor_of
@@ -130,6 +130,10 @@ OPERATIONS: dict[str, Callable[[Session, Study, dict[str, User], dict[str, Parti
     ),
     "randomized in error": lambda s, st, u, p: enrollment.mark_randomized_in_error(
         s, p["randomized"], actor=actor_of(u["investigator"]), reason="wrong person"
+    ),
+    "extend the live list": lambda s, st, u, p: extend_list(
+        s, st, kind=ListKind.LIVE, stratum=p["randomized"].stratum, slots=2,
+        actor=actor_of(u["statistician"]),
     ),
 }  # fmt: skip
 

@@ -30,6 +30,7 @@ from randomizer.crypto import IntegrityFailure
 from randomizer.db import utcnow
 from randomizer.errors import Conflict, NotFound
 from randomizer.models import AllocationList, ListCommitment, ListKind, Study, StudyMode
+from randomizer.services.database_lock import refuse_if_locked
 from randomizer.services.keyring import sealer_by_key_id
 from randomizer.services.list_contents import opened_slots
 from randomizer.services.lists import Progress, extend_stratum, get_list, recorded_counts
@@ -116,7 +117,9 @@ def extend_list(
     actor: audit.Actor,
     progress: Progress | None = None,
 ) -> int:
-    """``lists.extend_stratum``; once live, the added slots get their own commitment."""
+    """``lists.extend_stratum``; once live, the added slots get their own commitment.
+    Refused after the database lock (the trial's allocations are final)."""
+    refuse_if_locked(study)
     added = extend_stratum(session, study, kind=kind, stratum=stratum, slots=slots, actor=actor,
                            progress=progress)  # fmt: skip
     if kind is ListKind.LIVE and study.mode is StudyMode.LIVE:
