@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from randomizer.errors import Conflict, NotPermitted, StudyLocked
 from randomizer.models import Dispensation, ListKind, Participant, Study, User
 from randomizer.services import enrollment, unblinding
+from randomizer.services.commitment import extend_list
 from randomizer.services.database_lock import lock_study
 from randomizer.services.users import actor_of
 from tests.conftest import PASSWORD, Runner, login
