@@ -253,6 +253,8 @@ def show_command(study_code: str, dummy: bool) -> None:
     for s in summary.strata:
         blocks = ", ".join(f"{size}×{n}" for size, n in sorted(s.blocks.items()))
         click.echo(f"{s.stratum}\t{s.slots}\t{s.used}\t{s.available}\t{blocks}")
+    if summary.blocks_problem:
+        click.echo(f"blocks cannot be read: {summary.blocks_problem}", err=True)
     _echo_predictability(figures)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
+from randomizer.crypto import IntegrityFailure
 from randomizer.models import AllocationList, AllocationSlot, ListKind, SlotStatus, Study
 from randomizer.services.list_files import stored_slots
 from randomizer.services.lists import SlotCipher, get_list
@@ -34,6 +35,8 @@ class ListSummary:
 
     row: AllocationList
     strata: list[StratumSummary]
+    #: Why the block counts could not be read (a sealed slot failed its integrity check).
+    blocks_problem: str | None = None
 
     @property
     def slots(self) -> int:
@@ -73,9 +76,15 @@ def summarize(
         entry.slots += n
         if status is SlotStatus.USED:
             entry.used += n
+    problem = None
     if with_blocks:
-        _count_blocks(session, study, row, strata)
-    return ListSummary(row, list(strata.values()))
+        try:
+            _count_blocks(session, study, row, strata)
+        except IntegrityFailure as exc:
+            problem = str(exc)
+            for entry in strata.values():
+                entry.blocks.clear()
+    return ListSummary(row, list(strata.values()), problem)
 
 
 def _count_blocks(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-01 14:14:19.918238
+Create Date: 2026-12-01 14:34:16.093858
 """
 
 from __future__ import annotations
