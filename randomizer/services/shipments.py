@@ -154,7 +154,9 @@ def pick_depot_units(
     return list(kits), short
 
 
-def _depot_order(entries: list[tuple[int, int]], short_h: dt.date, long_h: dt.date) -> list[int]:
+def _depot_order(
+    entries: Iterable[tuple[int, int]], short_h: dt.date, long_h: dt.date
+) -> list[int]:
     lasting = [e for e in entries if e[0] >= long_h.toordinal()]
     usable = [e for e in entries if short_h.toordinal() <= e[0] < long_h.toordinal()]
     _SHUFFLE.shuffle(lasting)

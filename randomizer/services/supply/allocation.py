@@ -202,7 +202,7 @@ def _draw(session: Session, study: Study, stock: LockedStock, *, arm: str, until
         stale.append(kit_id)  # the index is repaired below; this never happens in order
     for kit_id in stale:
         for entries in stock.index.kits.values():
-            entries[:] = [e for e in entries if e[1] != kit_id]
+            entries.discard_kit(kit_id)
     stock.save()
     # The gate promised a kit: reaching here means the index was wrong. Refuse alike.
     raise SupplyUnavailable(NO_SUPPLY_MESSAGE)

@@ -15,7 +15,9 @@ import bisect
 import datetime as dt
 import secrets
 import struct
-from collections.abc import Iterable, Mapping
+import sys
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,60 @@ _HEAD = struct.Struct("<II")
 _ENTRY = struct.Struct("<II")
 
 
+class KitEntries:
+    """One arm's available kits as sorted (expiry ordinal, kit id) pairs, packed in one
+    array of 32-bit words: opening, sealing, adding and removing cost a copy of the
+    array (C speed), not a Python object per kit, so a draw stays flat in the stock."""
+
+    __slots__ = ("_words",)
+
+    def __init__(self, words: array[int] | None = None) -> None:
+        self._words = words if words is not None else array("I")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KitEntries:
+        words = array("I")
+        words.frombytes(data)
+        if sys.byteorder != "little":  # the sealed form is little-endian
+            words.byteswap()
+        return cls(words)
+
+    def to_bytes(self) -> bytes:
+        if sys.byteorder == "little":
+            return self._words.tobytes()
+        swapped = array("I", self._words)
+        swapped.byteswap()
+        return swapped.tobytes()
+
+    def __len__(self) -> int:
+        return len(self._words) // 2
+
+    def __getitem__(self, position: int) -> tuple[int, int]:
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        return self._words[2 * position], self._words[2 * position + 1]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return zip(self._words[0::2], self._words[1::2], strict=True)
+
+    def find(self, entry: tuple[int, int]) -> int:
+        """Where ``entry`` is or would go (bisect left)."""
+        return bisect.bisect_left(self, entry)
+
+    def insert(self, position: int, entry: tuple[int, int]) -> None:
+        self._words[2 * position : 2 * position] = array("I", entry)
+
+    def delete(self, position: int) -> None:
+        del self._words[2 * position : 2 * position + 2]
+
+    def discard_kit(self, kit_id: int) -> None:
+        """Drop every entry of one kit, whatever its expiry (repairs a stale index)."""
+        ids = self._words[1::2]
+        while kit_id in ids:
+            self.delete(ids.index(kit_id))
+            ids = self._words[1::2]
+
+
 @dataclass
 class StockIndex:
     """Per arm: the available kits as sorted (expiry ordinal, kit id), and the kits ever sent
@@ -44,26 +100,26 @@ class StockIndex:
 
     arms: tuple[str, ...]
     received: dict[str, dict[int, int]] = field(default_factory=dict)
-    kits: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    kits: dict[str, KitEntries] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for arm in self.arms:
             self.received.setdefault(arm, {})
-            self.kits.setdefault(arm, [])
+            self.kits.setdefault(arm, KitEntries())
 
     def add(self, arm: str, kit_id: int, expiry: dt.date | None) -> None:
         entry = (_ordinal(expiry), kit_id)
         entries = self._of(arm)
-        position = bisect.bisect_left(entries, entry)
+        position = entries.find(entry)
         if position == len(entries) or entries[position] != entry:
             entries.insert(position, entry)
 
     def remove(self, arm: str, kit_id: int, expiry: dt.date | None) -> None:
         entries = self._of(arm)
         entry = (_ordinal(expiry), kit_id)
-        position = bisect.bisect_left(entries, entry)
+        position = entries.find(entry)
         if position < len(entries) and entries[position] == entry:
-            del entries[position]
+            entries.delete(position)
 
     def receive(self, arm: str, expiry: dt.date | None) -> None:
         """One kit of ``arm`` sent to the site."""
@@ -94,14 +150,21 @@ class StockIndex:
         """A kit id of ``arm`` in date on ``until``: the earliest expiry first (so that
         kits expire unused as seldom as possible), at random among equal expiries."""
         skipped = set(skip)
-        entries = [e for e in self._of(arm) if e[1] not in skipped]
-        start = bisect.bisect_left(entries, (until.toordinal(), 0))
+        entries = self._of(arm)
+        start = entries.find((until.toordinal(), 0))
+        while start < len(entries) and entries[start][1] in skipped:
+            start += 1
         if start == len(entries):
             return None
-        end = bisect.bisect_left(entries, (entries[start][0] + 1, 0))
-        return entries[start + secrets.randbelow(end - start)][1]
+        end = entries.find((entries[start][0] + 1, 0))
+        candidates = (
+            [p for p in range(start, end) if entries[p][1] not in skipped]
+            if skipped
+            else range(start, end)
+        )
+        return entries[candidates[secrets.randbelow(len(candidates))]][1]
 
-    def _of(self, arm: str) -> list[tuple[int, int]]:
+    def _of(self, arm: str) -> KitEntries:
         if arm not in self.kits:
             raise IntegrityFailure("the stock index holds no entry for one of the study's arms")
         return self.kits[arm]
@@ -118,7 +181,7 @@ class StockIndex:
         parts = [_HEAD.pack(len(classes), sum(len(self.kits[a]) for a in self.arms))]
         parts += [_HEAD.pack(len(self.kits[a]), 0) for a in self.arms]
         parts += [_ENTRY.pack(e, self.received[a].get(e, 0)) for a in self.arms for e in classes]
-        parts += [_ENTRY.pack(*e) for a in self.arms for e in self.kits[a]]
+        parts += [self.kits[a].to_bytes() for a in self.arms]
         return b"".join(parts)
 
     @classmethod
@@ -142,7 +205,7 @@ class StockIndex:
                         index.received[arm][expiry] = n
             for arm, count in zip(arms, counts, strict=True):
                 end = offset + _ENTRY.size * count
-                index.kits[arm] = list(_ENTRY.iter_unpack(data[offset:end]))
+                index.kits[arm] = KitEntries.from_bytes(data[offset:end])
                 offset = end
         except struct.error:
             raise IntegrityFailure("the stock index is truncated") from None
