@@ -6,7 +6,7 @@ import bisect
 import datetime as dt
 import struct
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from randomizer.services.supply.stock import NO_EXPIRY, KitEntries, StockIndex
@@ -20,6 +20,7 @@ moves = st.lists(
 )
 
 
+@settings(deadline=None)
 @given(moves)
 def test_index_matches_a_sorted_list_model_through_adds_removes_and_a_round_trip(ops: list) -> None:
     index = StockIndex(ARMS)
