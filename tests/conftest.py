@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -27,6 +28,11 @@ from randomizer import create_app, migrate
 from randomizer.db import Base, db
 from randomizer.instance import ensure_instance_files
 from randomizer.models import Role, Study, User
+
+# The suite runs on a shared 2-core machine, two test processes at a time: an example's
+# wall time says nothing about the code, so no per-example deadline anywhere.
+hypothesis.settings.register_profile("suite", deadline=None)
+hypothesis.settings.load_profile("suite")
 
 PG_ADMIN_URL = os.environ.get(
     "RANDOMIZER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
