@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTANCE ?= instance
 export RANDOMIZER_INSTANCE_PATH ?= $(abspath $(INSTANCE))
+# The suite in two processes (one per core), a test module per process at a time, so that
+# module and browser fixtures are made once per process. PYTEST_WORKERS= runs it in one.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: run test test-reliability lint typecheck translations translations-update bench clean
 
@@ -45,7 +48,7 @@ test: $(VENV)/.installed-test translations
 	./scripts/ensure-postgres.sh
 	$(BIN)/ruff check randomizer tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 	$(BIN)/python scripts/reliability.py
 
 ## test-reliability: workers SIGKILLed and PostgreSQL restarted under load, on a private
