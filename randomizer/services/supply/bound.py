@@ -10,10 +10,10 @@ known without knowing any participant's arm:
 * ``worst_consumed_a`` — the most kits of arm *a* the site's participants can have taken.
   Under minimization (or strata shared between sites) any participant may have arm *a*:
   every kit the site's participants hold. With stratified permuted blocks, in the first
-  ``n`` slots of a stratum at most ``max_arm_slots(n)`` carry arm *a* (whole blocks hold the exact ratio; only the last,
-  partial block can lean one way). The participants holding most kits (later visits,
-  replacements) are assumed to be exactly those: per stratum, the sum of the
-  ``max_arm_slots(n)`` largest kit counts.
+  ``n`` slots of a stratum at most ``max_arm_slots(n)`` carry arm *a* (whole blocks hold
+  the exact ratio; only the last, partial block can lean one way). The participants
+  holding most kits (later visits, replacements) are assumed to be exactly those: per
+  stratum, the sum of the ``max_arm_slots(n)`` largest kit counts.
 * ``lost`` — kits sent to the site and in date on ``until`` that are neither available,
   in transit nor allocated (damaged, lost, quarantined, returned): all assumed of arm *a*.
 * ``in_transit_a`` — per shipment on its way, at most ``min(kits still in transit, the
