@@ -29,20 +29,27 @@ participant's level index in every factor.
 The recorded draw is ``(step, levels, u, arm)``; replaying the steps in order from the
 seed and the recorded levels must give every recorded arm.
 
-Guaranteed bound (tested): with ``p_best = 1`` and two arms 1:1, a factor whose weight is
-larger than the sum of the other factors' weights has ``|n_A − n_B| ≤ 1`` at each of its
-levels after every step, whatever the participants (with one factor, that factor). Proof:
-at a level with difference ±1, the arm that lowers it changes that factor's term by
-``−weight``, the other by ``+weight``; every other factor's term moves by at most its
-weight, so the lowering arm has the strictly smaller ``G`` and is taken. The whole
-study's difference is then at most the number of that factor's levels. Factors of
-comparable weight have no such constant bound.
+Guaranteed bounds (tested), with ``p_best = 1`` and two arms 1:1, whatever the
+participants and the seed:
+
+* one factor, either measure: ``|n_A − n_B| ≤ 1`` at each level after every step (at a
+  level with difference ±1 the lowering arm scores 0, the other more);
+* several factors, ``range``: a factor whose weight exceeds the sum of the others' weights
+  keeps ``|n_A − n_B| ≤ 1`` at each of its levels. At difference ±1 the two arms' terms for
+  it differ by ``2·weight``, every other factor's by at most ``2·its weight``, so the
+  lowering arm has the strictly smaller ``G``. The whole study's difference is then at most
+  that factor's number of levels.
+
+Nothing bounds factors of comparable weight by a constant, nor any factor under
+``variance`` with several factors (there a factor's pull grows with its imbalance), nor
+anything when ``p_best < 1``; the simulation (``list simulate``) reports what to expect.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -91,6 +98,8 @@ class Draw:
     levels: tuple[int, ...]
     value: int
     arm: str
+    #: How many arms tied for least imbalance (not recorded: it follows from the margins).
+    tied: int = 1
 
 
 class Margins:
@@ -102,6 +111,15 @@ class Margins:
             [dict.fromkeys((a.code for a in design.arms), 0) for _ in range(n)]
             for n in design.level_counts
         ]
+        # Scores are kept in integers (exact and fast): totals scaled by the ratios' LCM,
+        # weights by their denominators' LCM; ``imbalances`` divides the constant back out.
+        scale = math.lcm(*(a.ratio for a in design.arms))
+        self._arms = [(a.code, scale // a.ratio) for a in design.arms]
+        denominator = math.lcm(*(w.denominator for w in design.weights))
+        self._weights = [int(w * denominator) for w in design.weights]
+        k = len(design.arms)
+        unit = scale if design.measure == "range" else k * k * scale * scale
+        self.unit = Fraction(1, denominator * unit)
 
     def add(self, levels: Sequence[int], arm: str) -> None:
         for factor, level in enumerate(levels):
@@ -112,33 +130,31 @@ class Margins:
         values = self.counts[factor][level].values()
         return max(values) - min(values)
 
+    def scores(self, levels: Sequence[int]) -> list[int]:
+        """``G_k`` of each arm in units of ``unit`` (integers)."""
+        variance = self.design.measure == "variance"
+        k = len(self._arms)
+        out = []
+        for candidate, _ in self._arms:
+            total = 0
+            for factor, level in enumerate(levels):
+                row = self.counts[factor][level]
+                x = [(row[a] + (a == candidate)) * m for a, m in self._arms]
+                # variance · k² = k·Σx² − (Σx)²
+                spread = k * sum(v * v for v in x) - sum(x) ** 2 if variance else max(x) - min(x)
+                total += self._weights[factor] * spread
+            out.append(total)
+        return out
+
 
 def imbalances(margins: Margins, levels: Sequence[int]) -> list[Fraction]:
     """``G_k`` for each arm ``k`` in file order (module docstring, step 2)."""
-    design = margins.design
-    out = []
-    for candidate in design.arms:
-        total = Fraction(0)
-        for factor, level in enumerate(levels):
-            row = margins.counts[factor][level]
-            scaled = [
-                Fraction(row[a.code] + (a.code == candidate.code), a.ratio) for a in design.arms
-            ]
-            total += design.weights[factor] * _spread(scaled, design.measure)
-        out.append(total)
-    return out
-
-
-def _spread(values: list[Fraction], measure: Measure) -> Fraction:
-    if measure == "range":
-        return max(values) - min(values)
-    mean = sum(values, Fraction(0)) / len(values)
-    return sum(((v - mean) ** 2 for v in values), Fraction(0)) / len(values)
+    return [score * margins.unit for score in margins.scores(levels)]
 
 
 def minimizing_arms(margins: Margins, levels: Sequence[int]) -> list[str]:
     """The arms of least imbalance for this participant, in file order."""
-    scores = imbalances(margins, levels)
+    scores = margins.scores(levels)
     least = min(scores)
     return [a.code for a, g in zip(margins.design.arms, scores, strict=True) if g == least]
 
@@ -148,7 +164,7 @@ def step_generator(seed: bytes, step: int) -> Generator:
     if len(seed) != SEED_BYTES:
         raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
     key = hmac.digest(seed, _STEP_LABEL + str(step).encode("ascii"), hashlib.sha256)
-    return Generator(key)
+    return Generator(key, chunk=64)  # a step reads a few bytes; the stream is the same
 
 
 def draw(margins: Margins, seed: bytes, step: int, levels: Sequence[int]) -> Draw:
@@ -162,7 +178,7 @@ def draw(margins: Margins, seed: bytes, step: int, levels: Sequence[int]) -> Dra
     if value >= design.p_best * P_SCALE:
         others = [a.code for a in design.arms if a.code != chosen]
         chosen = others[generator.randbelow(len(others))]
-    return Draw(step, tuple(levels), value, chosen)
+    return Draw(step, tuple(levels), value, chosen, len(best))
 
 
 def replay(design: Design, seed: bytes, history: Iterable[Sequence[int]]) -> Iterator[Draw]:
@@ -177,7 +193,10 @@ def replay(design: Design, seed: bytes, history: Iterable[Sequence[int]]) -> Ite
 def guess_probability(margins: Margins, levels: Sequence[int]) -> Fraction:
     """Chance that a guesser who knows every earlier assignment and guesses a minimizing
     arm (one of the tied ones at random) is right about this participant."""
-    design = margins.design
-    best, k = len(minimizing_arms(margins, levels)), len(design.arms)
-    p = design.p_best
-    return Fraction(1, best) * p + (1 - Fraction(1, best)) * (1 - p) / (k - 1)
+    return guess_chance(margins.design, len(minimizing_arms(margins, levels)))
+
+
+def guess_chance(design: Design, tied: int) -> Fraction:
+    """``guess_probability`` when ``tied`` arms share the least imbalance."""
+    p, k = design.p_best, len(design.arms)
+    return Fraction(1, tied) * p + (1 - Fraction(1, tied)) * (1 - p) / (k - 1)

@@ -21,6 +21,7 @@ from randomizer.cli.common import (
     signature_options,
     transaction,
 )
+from randomizer.cli.simulate import simulate_command
 from randomizer.models import ListKind
 from randomizer.predictability import SMALL_STRATUM_BLOCKS, decimals
 from randomizer.services.commitment import extend_list, published, release_list
@@ -368,5 +369,7 @@ def release_command(study_code: str, folder: Path) -> None:
             partial.unlink(missing_ok=True)
     click.echo(f"released the live list of {study_code} to {folder}: {', '.join(names)}")
 
+
+list_group.add_command(simulate_command)
 
 COMMANDS = [list_group]
