@@ -198,6 +198,8 @@ def assign(
 
     The caller holds the record's ``*`` row lock. Returns the new slot and its arm.
     """
+    # Read the counts and the fingerprint again: they may have moved while we waited.
+    session.refresh(row)
     sealer = sealer_by_key_id(session, study, row.data_key_id)
     design = recorded_design(row)
     margins = pocock.Margins(design)
