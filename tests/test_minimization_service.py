@@ -10,7 +10,14 @@ from sqlalchemy import select, update
 from randomizer import audit
 from randomizer import minimization as pocock
 from randomizer.errors import Conflict, InvalidInput
-from randomizer.models import AllocationList, AllocationSlot, Kit, ListKind, Participant
+from randomizer.models import (
+    AllocationList,
+    AllocationSlot,
+    AuditEvent,
+    Kit,
+    ListKind,
+    Participant,
+)
 from randomizer.services import enrollment, lists
 from randomizer.services.keyring import sealer_by_key_id, slot_object_id
 from randomizer.services.kits import kit_arm
@@ -198,3 +205,32 @@ def test_slots_per_stratum_are_refused_for_a_minimization_record(session, study)
 
 def test_supply_bound_assumes_any_participant_may_have_any_arm(session, study):
     assert policy.bounded_blocks(study) is None
+
+
+def test_go_live_switches_to_the_live_record_and_commitment_is_refused_clearly(
+    session, study, users, runner, tmp_path
+):
+    from randomizer.services.golive import go_live
+    from randomizer.services.kits import generate_kits
+    from tests.live_support import SIGNERS, enrol, lock
+
+    make_list(session, study, kind=ListKind.DUMMY, actor=STAT)
+    make_list(session, study, kind=ListKind.LIVE, actor=STAT)
+    go_live(session, study, **SIGNERS)
+    generate_kits(session, study, count=8, site="S1", actor=audit.SYSTEM)
+    session.commit()
+    p = enrol(session, study, users["investigator"], "L1")
+    assert p.randomization_number == "R01-0001"
+    assert lists.participant_arm(session, study, p.id) in ("ACTIVEX", "PLACEBOX")
+    report = verify_list(session, study, kind=ListKind.LIVE, actor=STAT)
+    assert report.ok and report.slots == 1
+    event = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "study.go_live")
+    ).one()
+    assert '"commitment":null' in (event.new_values or "")
+    shown = runner.invoke("list", "commitment", "TST")
+    assert shown.exit_code == 1 and "allocates by minimization" in shown.output
+    lock(session, study)
+    released = runner.invoke("list", "release", "TST", "--out", str(tmp_path / "r"))
+    assert released.exit_code == 1 and "allocates by minimization" in released.output
+    assert not (tmp_path / "r" / "list.csv").exists()

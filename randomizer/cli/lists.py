@@ -55,7 +55,7 @@ def _total(session: Any, study: Any, dummy: bool) -> int:
 
 @click.group("list")
 def list_group() -> None:
-    """Allocation lists (statistician)."""
+    """Allocation lists, or minimization records (statistician)."""
 
 
 @list_group.command("generate")
@@ -67,7 +67,10 @@ def list_group() -> None:
 def generate_command(
     study_code: str, per_stratum: int | None, dummy: bool, seed: str | None
 ) -> None:
-    """Generate the live list (or with --dummy the dummy list) for every stratum."""
+    """Generate the live list (or with --dummy the dummy list) for every stratum.
+
+    Under method = "minimization": make the record instead (sealed seed, no slots; each
+    assignment is drawn at randomization), without --per-stratum."""
     if seed is not None and not dummy:
         raise click.UsageError(
             "--seed may be given only with --dummy (a live list's seed "
@@ -168,6 +171,8 @@ def export_command(
 ) -> None:
     """Write the live (or dummy) list as CSV; --unblinded adds the arm and is audited.
 
+    Under minimization: the allocations made so far (block = step, block_size = 0).
+
     When the study sets bulk_export_signers = 2, the unblinded live list needs
     --statistician NAME --second NAME, both passwords on stdin, one per line.
     """
@@ -198,7 +203,9 @@ def export_command(
 @dummy_option
 @with_appcontext
 def verify_command(study_code: str, dummy: bool) -> None:
-    """Regenerate from the sealed seed and parameters and compare; exit 0 or 1."""
+    """Regenerate from the sealed seed and parameters and compare; exit 0 or 1.
+
+    Under minimization: replay every assignment from the sealed seed and recorded factors."""
     with transaction() as session:
         study = get_study(session, study_code)
         with _progress("Verifying", _total(session, study, dummy)) as progress:
@@ -220,7 +227,9 @@ def verify_command(study_code: str, dummy: bool) -> None:
 @dummy_option
 @with_appcontext
 def extend_command(study_code: str, stratum: str, slots: int, dummy: bool) -> None:
-    """Add whole blocks to one stratum, continuing its seeded sequence (audited)."""
+    """Add whole blocks to one stratum, continuing its seeded sequence (audited).
+
+    Refused under minimization (there is no list made in advance)."""
 
     def service(session: Any) -> int:
         study = get_study(session, study_code)
