@@ -149,3 +149,18 @@ def test_cli_simulate_refuses_bad_options_by_name(runner, study, option, value):
     result = runner.invoke("list", "simulate", "TST", "--participants", "5", option, value)
     assert result.exit_code == 2
     assert option in result.output
+
+
+def test_statistician_makes_the_record_from_the_page_and_slots_are_refused_by_field(
+    client, session, study, users
+):
+    client.get("/lang/en")
+    assert login(client, "stat1").status_code == 302
+    refused = client.post("/lists/TST/generate", data={"kind": "live", "per_stratum": "8"})
+    assert refused.status_code == 422
+    assert "no slots made in advance" in refused.get_data(as_text=True)
+    assert lists.find_list(session, study, ListKind.LIVE) is None
+    made = client.post("/lists/TST/generate", data={"kind": "live"})
+    assert made.status_code == 302
+    row = lists.get_list(session, study, ListKind.LIVE)
+    assert row.source == "minimization" and row.created_by == "stat1"
