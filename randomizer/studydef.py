@@ -332,7 +332,7 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
     assessors_see_unblinding = study.flag("assessors_see_unblinding", default=False)
     arms = _coded_items(root, "arms", _arm, minimum=2)
     randomization = root.table("randomization", "[randomization]")
-    method = _method(randomization)
+    method = minimization.read_method(randomization)
     block_sizes = _block_sizes(randomization, sum(arm.ratio for arm in arms), method)
     per_stratum = randomization.integer("per_stratum", 1, _MAX_PER_STRATUM)
     stratify_by_site = randomization.flag("stratify_by_site")
@@ -342,7 +342,11 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
     signers = randomization.integer("bulk_export_signers", 1, 2, default=1)
     factors = _coded_items(root, "factors", _factor)
     sites = _coded_items(root, "sites", lambda t: _site(t, block_sizes), minimum=1)
-    minimizing = _minimization(randomization, method, arms, factors, sites, stratify_by_site)
+    minimizing = minimization.parse_minimization(
+        randomization, method=method, arms=[(a.code, a.ratio) for a in arms],
+        factors=[(f.code, f.levels) for f in factors], sites=tuple(s.code for s in sites),
+        stratify_by_site=stratify_by_site,
+    )  # fmt: skip
     visits = _coded_items(root, "visits", _visit, minimum=1)
     if not any(visit.dispense for visit in visits):
         raise root.error("visits", "at least one visit must have dispense = true")
@@ -501,31 +505,6 @@ def _coded_items(
 
 def _arm(t: _Table) -> ArmDef:
     return ArmDef(t.code("code"), t.text("name"), t.integer("ratio", 1, _MAX_RATIO))
-
-
-def _method(randomization: _Table) -> Method:
-    if "method" not in randomization.data:
-        return "permuted-blocks"
-    method: Method = randomization.choice("method", minimization.METHODS)
-    return method
-
-
-def _minimization(
-    randomization: _Table,
-    method: Method,
-    arms: Sequence[ArmDef],
-    factors: Sequence[FactorDef],
-    sites: Sequence[SiteDef],
-    stratify_by_site: bool,
-) -> MinimizationDef | None:
-    table = None
-    if "minimization" in randomization.data:
-        table = randomization.table("minimization", "[randomization.minimization]")
-    return minimization.parse_minimization(
-        randomization, table, method=method, arms=[(a.code, a.ratio) for a in arms],
-        factors=[(f.code, f.levels) for f in factors], sites=tuple(s.code for s in sites),
-        stratify_by_site=stratify_by_site,
-    )  # fmt: skip
 
 
 def _block_sizes(t: _Table, ratio_sum: int, method: Method) -> tuple[int, ...]:

@@ -49,6 +49,16 @@ class _Reader(Protocol):
 
     def number(self, key: str) -> float | None: ...
 
+    def table(self, key: str, kind: str) -> _Reader: ...
+
+
+def read_method(randomization: _Reader) -> Method:
+    """``[randomization] method`` (read first: block sizes are optional under minimization)."""
+    if "method" not in randomization.data:
+        return "permuted-blocks"
+    method: Method = randomization.choice("method", METHODS)
+    return method
+
 
 @dataclass(frozen=True, slots=True)
 class MinimizationFactor:
@@ -76,7 +86,6 @@ class MinimizationDef:
 
 def parse_minimization(
     randomization: _Reader,
-    minimization: _Reader | None,
     *,
     method: Method,
     arms: Sequence[tuple[str, int]],
@@ -85,6 +94,9 @@ def parse_minimization(
     stratify_by_site: bool,
 ) -> MinimizationDef | None:
     """Under minimization, its checked parameters (None for permuted blocks)."""
+    minimization = None
+    if "minimization" in randomization.data:
+        minimization = randomization.table("minimization", "[randomization.minimization]")
     if method == "permuted-blocks":
         if minimization is not None:
             raise randomization.error("minimization", 'is read only with method = "minimization"')

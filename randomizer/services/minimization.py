@@ -207,6 +207,14 @@ def assign(
     for r in history:
         margins.add(r.content.levels or (), r.content.arm)
     levels = participant_levels(row, participant)
+    try:
+        design.check_levels(levels)
+    except ValueError:
+        raise Conflict(
+            "This participant's site or factors are not among those the minimization record "
+            "was made with; nothing was changed. Ask the study statistician.",
+            field="factors",
+        ) from None
     made = pocock.draw(margins, open_seed(session, study, row), len(history) + 1, levels)
     stratum = participant.stratum
     counts = recorded_counts(row)
@@ -310,8 +318,8 @@ def _check_binding(
         note(f"{where}: the steps are not 1, 2, 3… in order")
     if slot.sequence != seq:
         note(f"{where}: position {slot.sequence} in its stratum, expected {seq}")
-    index = row.params["strata"].index(slot.stratum) + 1 if slot.stratum in row.params[
-        "strata"] else 0  # fmt: skip
+    strata = row.params["strata"]
+    index = strata.index(slot.stratum) + 1 if slot.stratum in strata else 0
     if slot.randomization_number != randomization_number(row.kind, index, slot.sequence):
         note(f"{where}: the randomization number is not the derived one")
     participant = session.get(Participant, slot.participant_id) if slot.participant_id else None
