@@ -232,3 +232,23 @@ def test_go_live_switches_to_the_live_record_and_commitment_is_refused_clearly(
     released = runner.invoke("list", "release", "TST", "--out", str(tmp_path / "r"))
     assert released.exit_code == 1 and "allocates by minimization" in released.output
     assert not (tmp_path / "r" / "list.csv").exists()
+
+
+def test_a_refused_randomization_leaves_no_trace_in_the_record(session, study, users):
+    from randomizer.errors import SupplyUnavailable
+
+    prepare_minimization(session, study, sites=("S1",))
+    row = _row(session, study)
+    before = row.fingerprint
+    p = register(session, study, users["investigator2"], "NO-KIT", site="S2")
+    with pytest.raises(SupplyUnavailable):
+        enrollment.randomize(session, p, signer=users["investigator2"], password=PASSWORD)
+    session.rollback()
+    session.expire_all()
+    assert _slots(session, _row(session, study)) == []
+    assert _row(session, study).fingerprint == before
+    q = register(session, study, users["investigator"], "KIT", site="S1")
+    enrollment.randomize(session, q, signer=users["investigator"], password=PASSWORD)
+    session.commit()
+    report = _verify(session, study)
+    assert report.ok and report.slots == 1
