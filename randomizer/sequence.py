@@ -77,9 +77,10 @@ T = TypeVar("T")
 class Generator:
     """Deterministic CSPRNG: the ChaCha20 keystream of a 32-byte key, read in order."""
 
-    __slots__ = ("_buf", "_encryptor", "_pos")
+    __slots__ = ("_buf", "_encryptor", "_pos", "_zeros")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, chunk: int = _CHUNK) -> None:
+        """``chunk``: keystream bytes made per refill (a short stream needs few)."""
         if len(key) != SEED_BYTES:
             raise ValueError(f"generator key must be {SEED_BYTES} bytes, got {len(key)}")
         # Zero nonce and counter are safe because every key is used for exactly one stream.
@@ -87,12 +88,13 @@ class Generator:
         self._encryptor = cipher.encryptor()
         self._buf = b""
         self._pos = 0
+        self._zeros = _ZEROS if chunk == _CHUNK else bytes(chunk)
 
     def _refill(self, need: int) -> None:
         # Keep the unread tail so that the logical stream does not depend on the chunk size.
         buf = self._buf[self._pos :]
         while len(buf) < need:
-            buf += self._encryptor.update(_ZEROS)
+            buf += self._encryptor.update(self._zeros)
         self._buf = buf
         self._pos = 0
 

@@ -21,6 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from randomizer import studydef_minimization as minimization
+from randomizer.studydef_minimization import Method, MinimizationDef
+
 Kind = Literal["inclusion", "exclusion"]
 AnswerType = Literal["boolean", "number"]
 
@@ -70,7 +73,10 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
         "stratify_by_site",
         "expected_enrolment",
         "bulk_export_signers",
+        "method",
+        "minimization",
     ),
+    "[randomization.minimization]": minimization.KEYS,
     "[[factors]]": ("code", "name", "levels"),
     "[[sites]]": ("code", "name", "trigger_level", "resupply_level"),
     "[[visits]]": ("code", "day", "window_days", "dispense"),
@@ -198,6 +204,10 @@ class StudyDefinition:
     expected_enrolment: int | None = None
     #: Unblinded people who must sign an unblinded export of the live list or kit list.
     bulk_export_signers: int = 1
+    #: ``permuted-blocks`` (a list made in advance) or ``minimization`` (SPEC §4.4).
+    method: Method = "permuted-blocks"
+    #: The Pocock–Simon parameters when ``method`` is ``minimization``.
+    minimization: MinimizationDef | None = None
 
     def arm(self, code: str) -> ArmDef:
         """The arm with this code; KeyError when there is none."""
@@ -322,7 +332,8 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
     assessors_see_unblinding = study.flag("assessors_see_unblinding", default=False)
     arms = _coded_items(root, "arms", _arm, minimum=2)
     randomization = root.table("randomization", "[randomization]")
-    block_sizes = _block_sizes(randomization, sum(arm.ratio for arm in arms))
+    method = minimization.read_method(randomization)
+    block_sizes = _block_sizes(randomization, sum(arm.ratio for arm in arms), method)
     per_stratum = randomization.integer("per_stratum", 1, _MAX_PER_STRATUM)
     stratify_by_site = randomization.flag("stratify_by_site")
     expected = None
@@ -331,6 +342,11 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
     signers = randomization.integer("bulk_export_signers", 1, 2, default=1)
     factors = _coded_items(root, "factors", _factor)
     sites = _coded_items(root, "sites", lambda t: _site(t, block_sizes), minimum=1)
+    minimizing = minimization.parse_minimization(
+        randomization, method=method, arms=[(a.code, a.ratio) for a in arms],
+        factors=[(f.code, f.levels) for f in factors], sites=tuple(s.code for s in sites),
+        stratify_by_site=stratify_by_site,
+    )  # fmt: skip
     visits = _coded_items(root, "visits", _visit, minimum=1)
     if not any(visit.dispense for visit in visits):
         raise root.error("visits", "at least one visit must have dispense = true")
@@ -351,6 +367,8 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
         assessors_see_unblinding=assessors_see_unblinding,
         expected_enrolment=expected,
         bulk_export_signers=signers,
+        method=method,
+        minimization=minimizing,
     )
     _check_strata(root, definition)
     return definition
@@ -489,7 +507,11 @@ def _arm(t: _Table) -> ArmDef:
     return ArmDef(t.code("code"), t.text("name"), t.integer("ratio", 1, _MAX_RATIO))
 
 
-def _block_sizes(t: _Table, ratio_sum: int) -> tuple[int, ...]:
+def _block_sizes(t: _Table, ratio_sum: int, method: Method) -> tuple[int, ...]:
+    if method == "minimization" and "block_sizes" not in t.data:
+        # Under minimization block sizes only describe the permuted-block design that
+        # `list simulate` compares against (and the default supply levels).
+        return (ratio_sum, 2 * ratio_sum)
     raw = t.value("block_sizes")
     if not isinstance(raw, list) or not raw:
         reason = f"must be a non-empty array of integers (got {_show(raw)})"

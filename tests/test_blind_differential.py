@@ -36,10 +36,12 @@ from randomizer.services import shipments
 from randomizer.services.kit_lifecycle import expire_kits
 from randomizer.services.kits import generate_kits
 from randomizer.services.lists import generate_list
+from randomizer.services.minimization import make_list
 from randomizer.services.studies import get_study
 from randomizer.services.users import create_token
 from tests.conftest import PASSWORD, PG_ADMIN_URL, SMALL_STUDY, login, make_study, make_user
 from tests.engines import dispose_engines  # noqa: F401  (fixture)
+from tests.minimization_support import MINIMIZATION_STUDY
 
 pytestmark = pytest.mark.usefixtures("dispose_engines")
 SYSTEM = audit.SYSTEM
@@ -161,10 +163,10 @@ class Recorder:
 # --- the history ------------------------------------------------------------------------------
 
 
-def _setup(app: Flask, seed: bytes) -> dict[str, str]:
+def _setup(app: Flask, seed: bytes, text: str) -> dict[str, str]:
     with app.app_context():
         session = db.session
-        study = make_study(session, SMALL_STUDY)
+        study = make_study(session, text)
         people = {
             "admin1": make_user(session, "admin1", Role.ADMIN, email="admin@example.org"),
             "stat1": make_user(session, "stat1", Role.STATISTICIAN, email="stat@example.org"),
@@ -174,8 +176,11 @@ def _setup(app: Flask, seed: bytes) -> dict[str, str]:
             "inv2": make_user(session, "inv2", Role.INVESTIGATOR, ("S2",)),
             "assess1": make_user(session, "assess1", Role.ASSESSOR),
         }  # fmt: skip
-        generate_list(session, study, kind=ListKind.DUMMY,
-                      actor=SYSTEM, per_stratum=20, seed=seed)  # fmt: skip
+        if text == MINIMIZATION_STUDY:  # the seed then drives every assignment
+            make_list(session, study, kind=ListKind.DUMMY, actor=SYSTEM, seed=seed)
+        else:
+            generate_list(session, study, kind=ListKind.DUMMY,
+                          actor=SYSTEM, per_stratum=20, seed=seed)  # fmt: skip
         today = utcnow().date()
         # The depot: few kits of the cell product, many of the vehicle (one-product batches).
         generate_kits(session, study, count=10, actor=SYSTEM, arm="ACTIVEX",
@@ -240,8 +245,8 @@ def _register(rec: Recorder, who: str, site: str, number: str, grade: str,
     return int(response.get_json()["participant_id"])
 
 
-def _history(app: Flask, seed: bytes) -> list[Any]:
-    tokens = _setup(app, seed)
+def _history(app: Flask, seed: bytes, text: str) -> list[Any]:
+    tokens = _setup(app, seed, text)
     rec = Recorder(app.test_client(), tokens)
     signature = {"signature": {"password": PASSWORD}}
     _ship_everything(app, rec)
@@ -328,14 +333,16 @@ def _diff(a: list[Any], b: list[Any]) -> str:
     return f"different lengths: {len(a)} and {len(b)}"
 
 
-def _two_runs(twin_urls: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+def _two_runs(
+    twin_urls: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str = SMALL_STUDY
+) -> list[Any]:
     """The history against two lists and kit lists from different seeds, each in its own
-    database."""
+    database (under minimization: two seeds, so two different allocation histories)."""
     outputs = []
     for n, (url, seed) in enumerate(zip(twin_urls, (bytes(32), bytes([7]) * 32), strict=True)):
         app = _app(url, tmp_path / f"instance{n}", monkeypatch)
         try:
-            outputs.append(_history(app, seed))
+            outputs.append(_history(app, seed, text))
         finally:
             with app.app_context():
                 db.session.remove()
@@ -343,10 +350,12 @@ def _two_runs(twin_urls: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPa
     return outputs
 
 
+@pytest.mark.parametrize("text", [SMALL_STUDY, MINIMIZATION_STUDY],
+                         ids=["permuted-blocks", "minimization"])  # fmt: skip
 def test_masked_outputs_are_identical_whatever_the_lists(
-    twin_urls: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    twin_urls: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
 ) -> None:
-    outputs = _two_runs(twin_urls, tmp_path, monkeypatch)
+    outputs = _two_runs(twin_urls, tmp_path, monkeypatch, text)
     first, second = outputs
     # The history did what it says: randomizations, refusals, replacements, expiry and
     # shipments happened.

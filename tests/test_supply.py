@@ -132,6 +132,21 @@ def test_without_site_strata_every_participant_may_share_one_arm() -> None:
         "A": 3, "B": 3}  # fmt: skip
 
 
+def test_under_minimization_every_kit_the_sites_participants_hold_may_be_of_one_arm() -> None:
+    # Minimization bounds no stratum: all 6 participants (9 kits) may have arm A.
+    facts = bound.SiteFacts({"A": 12, "B": 12}, 1, {"S1|low": {1: 3, 2: 1}, "S1|high": {2: 2}},
+                            [])  # fmt: skip
+    unbounded = bound.guaranteed_stock(facts, ratios={"A": 1, "B": 1}, block_sizes=None)
+    assert unbounded == {"A": 12 - 9 - 1, "B": 12 - 9 - 1}
+    blocks = bound.guaranteed_stock(facts, ratios={"A": 1, "B": 1}, block_sizes=(2,))
+    assert blocks["A"] > unbounded["A"]
+
+
+def test_worst_imbalance_without_blocks_is_every_participant_beyond_the_share() -> None:
+    assert bound.worst_imbalance(["a", "b"], {"A": 1, "B": 1}, None, 4) == {"A": 4, "B": 4}
+    assert bound.worst_imbalance(["a", "b"], {"A": 1, "B": 1}, (2,), 4) == {"A": 1, "B": 1}
+
+
 def test_units_reach_the_level_for_every_arm_in_its_ratio() -> None:
     assert bound.units_to_reach({"A": 1, "B": 4}, {"A": 2, "B": 1}, 3) == 3
     assert bound.margin({"A": 7, "B": 4}, {"A": 2, "B": 1}) == 3

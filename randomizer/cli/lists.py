@@ -21,14 +21,16 @@ from randomizer.cli.common import (
     signature_options,
     transaction,
 )
+from randomizer.cli.simulate import simulate_command
 from randomizer.models import ListKind
 from randomizer.predictability import SMALL_STRATUM_BLOCKS, decimals
 from randomizer.services.commitment import extend_list, published, release_list
 from randomizer.services.list_files import export_list, import_list
 from randomizer.services.list_predictability import ListPredictability, assess_list
-from randomizer.services.list_summary import summarize
+from randomizer.services.list_summary import ListSummary, summarize
 from randomizer.services.list_verify import verify_list
-from randomizer.services.lists import generate_list, get_list, recorded_counts
+from randomizer.services.lists import get_list, recorded_counts
+from randomizer.services.minimization import is_minimization, make_list, recorded_summary
 from randomizer.services.studies import definition_of, get_study
 
 dummy_option = click.option(
@@ -53,7 +55,7 @@ def _total(session: Any, study: Any, dummy: bool) -> int:
 
 @click.group("list")
 def list_group() -> None:
-    """Allocation lists (statistician)."""
+    """Allocation lists, or minimization records (statistician)."""
 
 
 @list_group.command("generate")
@@ -65,7 +67,10 @@ def list_group() -> None:
 def generate_command(
     study_code: str, per_stratum: int | None, dummy: bool, seed: str | None
 ) -> None:
-    """Generate the live list (or with --dummy the dummy list) for every stratum."""
+    """Generate the live list (or with --dummy the dummy list) for every stratum.
+
+    Under method = "minimization": make the record instead (sealed seed, no slots; each
+    assignment is drawn at randomization), without --per-stratum."""
     if seed is not None and not dummy:
         raise click.UsageError(
             "--seed may be given only with --dummy (a live list's seed "
@@ -78,7 +83,7 @@ def generate_command(
         definition = definition_of(study)
         estimate = (per_stratum or definition.per_stratum) * len(definition.strata())
         with _progress("Generating and sealing", estimate) as progress:
-            row = generate_list(
+            row = make_list(
                 session,
                 study,
                 kind=_kind(dummy),
@@ -91,6 +96,14 @@ def generate_command(
 
     row, strata = run(service)
     counts = row.params["slots"]
+    if is_minimization(row):
+        click.echo(
+            f"made the {row.kind.value} minimization record of {study_code}: no slots in "
+            "advance, each assignment is drawn at randomization and recorded"
+        )
+        click.echo(f"fingerprint: {row.fingerprint}")
+        click.echo(f"seed reference: {row.seed_ref} ({row.algorithm_version})")
+        return
     click.echo(
         f"generated the {row.kind.value} list of {study_code}: {sum(counts.values())} "
         f"slots in {strata} strata"
@@ -158,6 +171,8 @@ def export_command(
 ) -> None:
     """Write the live (or dummy) list as CSV; --unblinded adds the arm and is audited.
 
+    Under minimization: the allocations made so far (block = step, block_size = 0).
+
     When the study sets bulk_export_signers = 2, the unblinded live list needs
     --statistician NAME --second NAME, both passwords on stdin, one per line.
     """
@@ -188,7 +203,9 @@ def export_command(
 @dummy_option
 @with_appcontext
 def verify_command(study_code: str, dummy: bool) -> None:
-    """Regenerate from the sealed seed and parameters and compare; exit 0 or 1."""
+    """Regenerate from the sealed seed and parameters and compare; exit 0 or 1.
+
+    Under minimization: replay every assignment from the sealed seed and recorded factors."""
     with transaction() as session:
         study = get_study(session, study_code)
         with _progress("Verifying", _total(session, study, dummy)) as progress:
@@ -210,7 +227,9 @@ def verify_command(study_code: str, dummy: bool) -> None:
 @dummy_option
 @with_appcontext
 def extend_command(study_code: str, stratum: str, slots: int, dummy: bool) -> None:
-    """Add whole blocks to one stratum, continuing its seeded sequence (audited)."""
+    """Add whole blocks to one stratum, continuing its seeded sequence (audited).
+
+    Refused under minimization (there is no list made in advance)."""
 
     def service(session: Any) -> int:
         study = get_study(session, study_code)
@@ -234,13 +253,14 @@ def extend_command(study_code: str, stratum: str, slots: int, dummy: bool) -> No
 @dummy_option
 @with_appcontext
 def show_command(study_code: str, dummy: bool) -> None:
-    """Summary: slots and use per stratum, block-size counts, fingerprint, predictability."""
-    summary, figures = run(
-        lambda s: (
-            summarize(s, get_study(s, study_code), _kind(dummy), with_blocks=True),
-            assess_list(s, get_study(s, study_code), _kind(dummy)),
-        )
-    )
+    """Summary: slots and use per stratum, block-size counts, fingerprint, predictability.
+
+    Under minimization: the allocations made so far per stratum and the design."""
+    summary = run(lambda s: summarize(s, get_study(s, study_code), _kind(dummy), with_blocks=True))
+    if is_minimization(summary.row):
+        _echo_minimization(study_code, summary)
+        return
+    figures = run(lambda s: assess_list(s, get_study(s, study_code), _kind(dummy)))
     row = summary.row
     click.echo(
         f"{row.kind.value} list of {study_code} ({row.source}, {row.algorithm_version}), "
@@ -256,6 +276,29 @@ def show_command(study_code: str, dummy: bool) -> None:
     if summary.blocks_problem:
         click.echo(f"blocks cannot be read: {summary.blocks_problem}", err=True)
     _echo_predictability(figures)
+
+
+def _echo_minimization(study_code: str, summary: ListSummary) -> None:
+    row = summary.row
+    design = recorded_summary(row)
+    click.echo(
+        f"{row.kind.value} minimization record of {study_code} ({row.algorithm_version}), "
+        f"made by {row.created_by} at {row.created_at:%Y-%m-%d %H:%M} UTC"
+    )
+    click.echo(f"fingerprint: {row.fingerprint}")
+    click.echo(f"seed reference: {row.seed_ref}")
+    click.echo(
+        f"factors: {', '.join(design['factors'])}; measure: {design['measure']}; "
+        f"p_best: {design['p_best']}"
+    )
+    click.echo(f"allocations made so far: {summary.used}")
+    click.echo("stratum	allocated")
+    for s in summary.strata:
+        click.echo(f"{s.stratum}	{s.used}")
+    click.echo(
+        "predictability: no list is drawn in advance; compare designs with "
+        f"`randomizer list simulate {study_code} --participants N`"
+    )
 
 
 def _echo_predictability(p: ListPredictability) -> None:
@@ -335,5 +378,7 @@ def release_command(study_code: str, folder: Path) -> None:
             partial.unlink(missing_ok=True)
     click.echo(f"released the live list of {study_code} to {folder}: {', '.join(names)}")
 
+
+list_group.add_command(simulate_command)
 
 COMMANDS = [list_group]

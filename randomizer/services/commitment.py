@@ -33,7 +33,14 @@ from randomizer.models import AllocationList, ListCommitment, ListKind, Study, S
 from randomizer.services.database_lock import refuse_if_locked
 from randomizer.services.keyring import sealer_by_key_id
 from randomizer.services.list_contents import opened_slots
-from randomizer.services.lists import Progress, extend_stratum, get_list, recorded_counts
+from randomizer.services.lists import (
+    Progress,
+    extend_stratum,
+    find_list,
+    get_list,
+    recorded_counts,
+)
+from randomizer.services.minimization import refuse_for_minimization
 
 ALGORITHM = "sha256-salted-v1"
 SALT_BYTES = 32
@@ -153,6 +160,7 @@ def list_commitments(session: Session, study: Study) -> list[ListCommitment]:
 
 def published(session: Session, study: Study) -> dict[str, Any]:
     """What ``list commitment`` prints: the go-live commitment, and any extensions."""
+    refuse_for_minimization(find_list(session, study, ListKind.LIVE), study, "commit to")
     made = list_commitments(session, study)
     if not made:
         raise NotFound(f"Study {study.code} has no commitment yet: it is made at go-live.",
@@ -179,6 +187,7 @@ def release_list(
     if study.locked_at is None:
         raise Conflict(f"The list of study {study.code} is released only after the "
                        "database lock (`randomizer study lock`).", field="study")  # fmt: skip
+    refuse_for_minimization(find_list(session, study, ListKind.LIVE), study, "release")
     made = list_commitments(session, study)
     if not made:
         raise NotFound(f"Study {study.code} has no commitment to release.", field="study")

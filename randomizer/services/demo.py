@@ -79,13 +79,14 @@ def _extras(session: Session, study_code: str) -> list[str]:
     from randomizer import audit
     from randomizer.models import Kit, ListKind
     from randomizer.services.kits import generate_kits
-    from randomizer.services.lists import find_list, generate_list
+    from randomizer.services.lists import find_list
+    from randomizer.services.minimization import make_list
     from randomizer.services.studies import definition_of, get_study
 
     study = get_study(session, study_code)
     row = find_list(session, study, ListKind.DUMMY)
     if row is None:
-        row = generate_list(session, study, kind=ListKind.DUMMY, actor=audit.SYSTEM)
+        row = make_list(session, study, kind=ListKind.DUMMY, actor=audit.SYSTEM)
     counts = row.params["slots"]
     lines = [
         f"dummy list: {sum(counts.values())} slots in {len(counts)} strata, "

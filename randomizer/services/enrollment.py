@@ -48,7 +48,7 @@ from randomizer.models import (
     User,
 )
 from randomizer.services import kits as kit_service
-from randomizer.services import lists
+from randomizer.services import lists, minimization
 from randomizer.services.database_lock import refuse_if_locked
 from randomizer.services.keyring import sealer_by_key_id
 from randomizer.services.pausing import refuse_if_paused
@@ -429,7 +429,8 @@ def randomize(
 def _next_slot(
     session: Session, study: Study, participant: Participant
 ) -> tuple[AllocationSlot, str]:
-    """The lowest free slot of the participant's stratum and its opened arm."""
+    """The lowest free slot of the participant's stratum and its opened arm (under
+    minimization, the slot drawn for the participant now)."""
     kind = ListKind.DUMMY if study.mode is StudyMode.TESTING else ListKind.LIVE
     allocation_list = lists.find_list(session, study, kind)
     if allocation_list is None:
@@ -438,6 +439,10 @@ def _next_slot(
             "changed; ask the study statistician.",
             field="list",
         )
+    if minimization.is_minimization(allocation_list):
+        # Minimization reads the whole study's margins: its one row stands in for the stratum's.
+        lock_stratum(session, allocation_list, minimization.LOCK_KEY)
+        return minimization.assign(session, study, allocation_list, participant)
     lock_stratum(session, allocation_list, participant.stratum)
     slot = session.scalar(
         select(AllocationSlot)

@@ -30,6 +30,7 @@ from randomizer.services.commitment import commit_at_go_live
 from randomizer.services.cosign import cosign
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import find_list, refuse_twin
+from randomizer.services.minimization import is_minimization
 from randomizer.services.studies import lock_study_row
 from randomizer.services.users import actor_of
 
@@ -93,7 +94,9 @@ def go_live(
         fingerprint=live.fingerprint,
     )
     locked.mode, locked.went_live_at = StudyMode.LIVE, utcnow()
-    commitment = commit_at_go_live(session, study, live, actor=actor)
+    # A minimization record has no list to commit to: each assignment is replayed instead.
+    commitment = None if is_minimization(live) else commit_at_go_live(session, study, live,
+                                                                      actor=actor)  # fmt: skip
     audit.record(
         session, actor=actor, action="study.go_live", object_type="study", object_id=study.code,
         study_code=study.code, old={"mode": StudyMode.TESTING.value},
@@ -103,8 +106,9 @@ def go_live(
              "participants_archived": result.participants_archived,
              "kits_quarantined": result.kits_quarantined,
              "shipments_cancelled": result.shipments_cancelled,
-             "commitment": commitment.commitment, "commitment_algorithm": commitment.algorithm,
-             "committed_slots": commitment.slots},
+             "commitment": commitment and commitment.commitment,
+             "commitment_algorithm": commitment and commitment.algorithm,
+             "committed_slots": commitment and commitment.slots},
         reason=f"signed by statistician {signer.username} and admin {cosigner.username}",
     )  # fmt: skip
     session.flush()

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit, sequence
-from randomizer.errors import InvalidInput
+from randomizer.errors import Conflict, InvalidInput
 from randomizer.models import AllocationList, AllocationSlot, ListKind, SlotStatus, Study, User
 from randomizer.services.bulk_unblinding import Signature, check_signers, signed_by
 from randomizer.services.lists import (
@@ -74,6 +74,12 @@ def import_list(
     """Validate a CSV list and store it sealed; nothing is stored if any row is wrong."""
     check_new_list(session, study, kind)  # before reading a possibly long file
     definition = definition_of(study)
+    if definition.method != "permuted-blocks":
+        raise Conflict(
+            f"Study {study.code} allocates by minimization: there is no list to import; "
+            "each assignment is drawn at randomization.",
+            field="list",
+        )
     strata, arms = definition.strata(), arm_ratios(study)
     rows, problems = _read_rows(source, set(strata))
     problems += _check_structure(rows, arms, definition.block_sizes)

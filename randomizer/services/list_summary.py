@@ -77,7 +77,8 @@ def summarize(
         if status is SlotStatus.USED:
             entry.used += n
     problem = None
-    if with_blocks:
+    # Minimization slots are single assignments: there are no blocks to count.
+    if with_blocks and row.source != "minimization":
         try:
             _count_blocks(session, study, row, strata)
         except IntegrityFailure as exc:

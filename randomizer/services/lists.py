@@ -9,7 +9,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,16 @@ class SlotContent:
     arm: str
     block: int
     block_size: int
+    #: Under minimization (``block`` is then the step, ``block_size`` 0): the draw value
+    #: and the participant's level index in each minimization factor, as recorded.
+    draw: int | None = None
+    levels: tuple[int, ...] | None = None
+
+
+def minimization_content(arm: str, step: int, value: int, levels: Sequence[int]) -> str:
+    """The text sealed for a minimization assignment (``SlotContent`` with the step as its
+    block, block size 0, the draw and the levels)."""
+    return SLOT_SEPARATOR.join([arm, str(step), "0", str(value), ".".join(map(str, levels))])
 
 
 def slot_plaintext(arm: str, block: int, block_size: int) -> bytes:
@@ -123,9 +133,15 @@ def slot_plaintext(arm: str, block: int, block_size: int) -> bytes:
 def parse_slot_content(text: str) -> SlotContent:
     """Undo ``slot_plaintext`` (after unpadding); a malformed content fails integrity."""
     parts = text.split(SLOT_SEPARATOR)
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+    if len(parts) not in (3, 5) or not all(p.isdigit() for p in parts[1:4]):
         raise IntegrityFailure("a sealed slot holds a malformed content")
-    return SlotContent(parts[0], int(parts[1]), int(parts[2]))
+    if len(parts) == 3:
+        return SlotContent(parts[0], int(parts[1]), int(parts[2]))
+    levels = parts[4].split(".")
+    if not all(level.isdigit() for level in levels):
+        raise IntegrityFailure("a sealed slot holds a malformed content")
+    return SlotContent(parts[0], int(parts[1]), int(parts[2]), int(parts[3]),
+                       tuple(int(level) for level in levels))  # fmt: skip
 
 
 class SlotCipher:
@@ -248,6 +264,11 @@ def generate_list(
 ) -> AllocationList:
     """Generate, seal and store a list for every stratum; audited (never reveals arms)."""
     definition = definition_of(study)
+    if definition.method != "permuted-blocks":
+        raise Conflict(
+            f"Study {study.code} allocates by minimization: it has no list of blocks.",
+            field="list",
+        )
     if seed is not None and kind is not ListKind.DUMMY:
         raise InvalidInput("A seed may be given only for a dummy list.", field="seed")
     if seed is not None and len(seed) != sequence.SEED_BYTES:
@@ -407,6 +428,12 @@ def extend_stratum(
     Returns the number of slots added (at least ``slots``: blocks are never cut).
     """
     _check_changeable(study, kind, "extended")
+    if definition_of(study).method != "permuted-blocks":
+        raise Conflict(
+            f"Study {study.code} allocates by minimization: there is no list made in advance "
+            "to extend; each assignment is drawn at randomization.",
+            field="list",
+        )
     row = session.scalars(
         select(AllocationList)
         .where(AllocationList.study_id == study.id, AllocationList.kind == kind)

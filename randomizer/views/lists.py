@@ -33,7 +33,8 @@ from randomizer.services.list_files import export_list, import_list
 from randomizer.services.list_predictability import assess_list
 from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
-from randomizer.services.lists import find_list, generate_list, get_list
+from randomizer.services.lists import find_list, get_list
+from randomizer.services.minimization import is_minimization, make_list
 from randomizer.services.studies import get_study
 from randomizer.views import navigation
 from randomizer.views.cosign import CosignForm, cosigned_page
@@ -129,7 +130,7 @@ def generate(code: str) -> Any:
         return _index_with(form, ImportForm()), 422
     kind = ListKind(form.kind.data)
     try:
-        row = generate_list(
+        row = make_list(
             db.session(), study, kind=kind, actor=current_actor(), per_stratum=form.per_stratum.data
         )
     except RandomizerError as err:
@@ -205,7 +206,7 @@ def summary(code: str, kind: str, extend: ExtendForm | None = None) -> Any:
     form.stratum.choices = [SelectChoice(s) for s in result.row.params["strata"]]
     # The figures depend on the arms: the statistician's page only, never the admin's.
     figures, problem = None, None
-    if current().role is STAT:
+    if current().role is STAT and not is_minimization(result.row):
         try:
             figures = assess_list(db.session(), study, ListKind(kind))
         except IntegrityFailure as err:

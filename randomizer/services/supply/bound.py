@@ -8,11 +8,12 @@ known without knowing any participant's arm:
   Shipments are made of whole *units* (one kit per ratio part), so this follows from the
   shipment sizes and expiry dates, plus the arm of any one-product batch.
 * ``worst_consumed_a`` — the most kits of arm *a* the site's participants can have taken.
-  With stratified permuted blocks, in the first ``n`` slots of a stratum at most
-  ``max_arm_slots(n)`` carry arm *a* (whole blocks hold the exact ratio; only the last,
-  partial block can lean one way). The participants holding most kits (later visits,
-  replacements) are assumed to be exactly those: per stratum, the sum of the
-  ``max_arm_slots(n)`` largest kit counts.
+  Under minimization (or strata shared between sites) any participant may have arm *a*:
+  every kit the site's participants hold. With stratified permuted blocks, in the first
+  ``n`` slots of a stratum at most ``max_arm_slots(n)`` carry arm *a* (whole blocks hold
+  the exact ratio; only the last, partial block can lean one way). The participants
+  holding most kits (later visits, replacements) are assumed to be exactly those: per
+  stratum, the sum of the ``max_arm_slots(n)`` largest kit counts.
 * ``lost`` — kits sent to the site and in date on ``until`` that are neither available,
   in transit nor allocated (damaged, lost, quarantined, returned): all assumed of arm *a*.
 * ``in_transit_a`` — per shipment on its way, at most ``min(kits still in transit, the
@@ -154,17 +155,23 @@ def margin(guaranteed: Mapping[str, int], ratios: Mapping[str, int]) -> int:
 
 
 def worst_imbalance(
-    strata: Iterable[str], ratios: Mapping[str, int], block_sizes: Sequence[int], n: int
+    strata: Iterable[str], ratios: Mapping[str, int], block_sizes: Sequence[int] | None, n: int
 ) -> dict[str, int]:
     """Per arm, the most slots beyond its share that ``n`` participants per stratum can
-    take, summed over ``strata``: the part of the margin the block sizes cost."""
+    take, summed over ``strata``: the part of the margin the block sizes cost.
+
+    ``block_sizes`` None (minimization, or strata shared between sites): nothing bounds
+    the arms, so all ``n`` may take one arm."""
     ratio_sum = sum(ratios.values())
     names = list(strata)
     out = {}
     for arm, ratio in ratios.items():
         share = Fraction(ratio, ratio_sum)
         excess = max(
-            (max_arm_slots(k, share, block_sizes) - k * share for k in range(n + 1)),
+            (
+                (k if block_sizes is None else max_arm_slots(k, share, block_sizes)) - k * share
+                for k in range(n + 1)
+            ),
             default=Fraction(0),
         )
         out[arm] = int(-(-excess * len(names) // 1))

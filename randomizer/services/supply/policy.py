@@ -57,9 +57,13 @@ def ratios(study: Study) -> dict[str, int]:
 
 
 def bounded_blocks(study: Study) -> tuple[int, ...] | None:
-    """The block sizes that bound a site's imbalance, or None when the site's strata are
-    shared with other sites (no bound: any of its participants may share an arm)."""
+    """The block sizes that bound a site's imbalance, or None when nothing bounds it: the
+    site's strata are shared with other sites, or the study allocates by minimization (any
+    of its participants may share an arm)."""
     definition = definition_of(study)
+    if definition.method == "minimization":
+        # Any participant may have any arm: the worst case is every one of the site's.
+        return None
     return definition.block_sizes if definition.stratify_by_site else None
 
 

@@ -65,7 +65,8 @@ def site_supply(
         guaranteed = policy.guaranteed_now(session, study, stock, until=short_h)
         projection = policy.project(session, study, stock, levels=site, today=today)
         own = [s for s in strata if s.split("|", 1)[0] == site.code]
-        excess = bound.worst_imbalance(own or strata, ratios, definition.block_sizes,
+        blocks = None if definition.method == "minimization" else definition.block_sizes
+        excess = bound.worst_imbalance(own or strata, ratios, blocks,
                                        definition.per_stratum)  # fmt: skip
         lines = [
             ArmLine(a.code, a.name, stock.index.in_date(a.code, short_h), guaranteed[a.code],
