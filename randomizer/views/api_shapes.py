@@ -70,6 +70,14 @@ Timestamp = Annotated[
 ]
 
 
+def _keyed_by_code(schema: dict[str, Any]) -> None:
+    # pydantic writes a pattern on dict keys as patternProperties, which leaves every key
+    # that does not match free; the API refuses those keys, so the document says so.
+    for pattern, values in schema.pop("patternProperties", {}).items():
+        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+        schema["additionalProperties"] = values
+
+
 class Request(BaseModel):
     """A JSON request body: strict types; fields the API does not know are ignored."""
 
@@ -121,9 +129,12 @@ class Signature(Closed):
 class Registration(Request):
     site: Code
     screening_number: ScreeningNumber
-    factors: dict[Code, Code] = Field(description="Stratification factor code → level")
+    factors: dict[Code, Code] = Field(
+        description="Stratification factor code → level", json_schema_extra=_keyed_by_code
+    )
     eligibility: dict[Code, CriterionAnswer] = Field(
-        description="Criterion code → answer: true/false, or a number for numeric criteria"
+        description="Criterion code → answer: true/false, or a number for numeric criteria",
+        json_schema_extra=_keyed_by_code,
     )
 
 
