@@ -81,6 +81,12 @@ class World:
         self.app = app
 
 
+def _declared_routes(app: Any) -> Any:
+    for rule in app.url_map.iter_rules():
+        if operation_of(app.view_functions[rule.endpoint]) is not None:
+            yield from (m for m in rule.methods if m not in ("HEAD", "OPTIONS"))
+
+
 def _roles(app: Any, case: Any) -> tuple[Role, ...]:
     endpoint = "api." + case.operation.definition.raw["operationId"]
     declared = operation_of(app.view_functions[endpoint])
@@ -142,7 +148,7 @@ def test_every_operation_answers_as_documented_and_never_500(
 ):
     world = World(app, session, study, users)
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == len(list(_declared_routes(app)))
     for operation in operations:
         _exercise(operation, world, GenerationMode.POSITIVE, POSITIVE)
         _exercise(operation, world, GenerationMode.NEGATIVE, NEGATIVE)

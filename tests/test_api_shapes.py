@@ -45,6 +45,7 @@ def _refused(model: type[BaseModel], data: Any, root: str = "body") -> Any:
         ({"site": 1}, "site"),
         ({"screening_number": "x" * 65}, "screening_number"),
         ({"screening_number": ""}, "screening_number"),
+        ({"screening_number": "\ud800"}, "screening_number"),  # a lone surrogate (JSON "\ud800")
     ],
 )
 def test_registration_values_of_the_wrong_type_or_size_are_refused_by_name(over, field):

@@ -202,6 +202,7 @@ def _message(kind: str, ctx: dict[str, Any], here: list[Any], root: str) -> str:
         "less_than_equal": f"must be at most {ctx.get('le')}.",
         "finite_number": "must be a finite number.",
         "extra_forbidden": "unknown field.",
+        "string_unicode": "must be valid Unicode text.",
     }
     return texts.get(kind, f"{here[0]['msg']}.")
 

@@ -33,7 +33,8 @@ IDEMPOTENCY_KEY = {
     "type": "string",
     "minLength": 1,
     "maxLength": MAX_KEY_LENGTH,
-    "pattern": "^[!-~]+$",
+    # Printable ASCII without spaces or quotes (a quoted key is accepted too, RFC 8941).
+    "pattern": "^[!#-~]+$",
     "description": "A new unique value (such as a UUID) per request; the same on a retry",
 }
 
