@@ -370,6 +370,16 @@ REGISTER_BAD = [
             "site": "S1",
             "screening_number": "A",
             "factors": {"grade": "low"},
+            "eligibility": {**ELIGIBLE, "age": "40"},
+        },
+        "eligibility.age",
+        id="age-digits-in-a-string",
+    ),
+    pytest.param(
+        {
+            "site": "S1",
+            "screening_number": "A",
+            "factors": {"grade": "low"},
             "eligibility": {**ELIGIBLE, "consent": "yes"},
         },
         "eligibility.consent",
@@ -415,6 +425,22 @@ def test_bad_register_bodies_name_the_field(client, session, trial, inv_token, b
     assert 400 <= response.status_code < 500
     assert response.mimetype == "application/problem+json"
     assert field in response.json["detail"]
+    assert snapshot(session) == before
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_number_that_is_not_finite_is_refused_naming_the_answer(
+    client, session, trial, inv_token, number
+):
+    raw = (
+        b'{"site": "S1", "screening_number": "A", "factors": {"grade": "low"}, '
+        b'"eligibility": {"consent": true, "pregnant": false, "age": ' + number + b"}}"
+    )
+    before = snapshot(session)
+    path = "/api/v1/studies/TST/participants"
+    response = call(client, "POST", path, inv_token, raw=raw, key=None)
+    assert response.status_code == 422
+    assert response.json["field"] == "eligibility.age"
     assert snapshot(session) == before
 
 

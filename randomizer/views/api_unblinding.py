@@ -1,25 +1,27 @@
 """``POST /api/v1/participants/{id}/unblind`` (SPEC §4.2), under Idempotency-Key.
 
 The URL names the one participant, and is the confirmation the web form asks to type. The
+body's model refuses unknown fields, so a body naming other participants is refused. The
 stored idempotent answer never holds the arm: a retry with the same key discloses it again,
 as a new audited event.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from randomizer.auth import current
 from randomizer.db import db
 from randomizer.errors import InvalidInput
+from randomizer.models import Role
 from randomizer.services import unblinding
 from randomizer.views.api import bp
-from randomizer.views.api_participants import iso, object_field, read_json_object, text_field
+from randomizer.views.api_schema import body_of, operation, reply
+from randomizer.views.api_shapes import Arm, Unblinded, UnblindRequest
 from randomizer.views.idempotency import idempotent
 
 Body = dict[str, Any]
-FIELDS = frozenset({"reason_category", "reason", "signature", "participant_id"})
-SIGNATURE_FIELDS = frozenset({"password", "totp"})
 
 
 def _without_arm(body: Body) -> Body:
@@ -40,44 +42,34 @@ def _may_unblind(participant_id: int) -> None:
 
 
 @bp.post("/participants/<int:participant_id>/unblind")
+@operation("Emergency unblinding of one participant (signed, audited)",
+           roles=(Role.INVESTIGATOR,), body=UnblindRequest, answer=Unblinded,
+           notes="own sites; the answer is never cached")  # fmt: skip
 @idempotent(authorize=_may_unblind, sanitize=_without_arm, replay=_redisclose)
 def unblind(participant_id: int) -> tuple[Body, int]:
-    body = read_json_object()
-    _one_participant(body, participant_id)
-    signature = object_field(body, "signature")
-    if unknown := sorted(set(signature) - SIGNATURE_FIELDS):
-        raise InvalidInput(f"signature.{unknown[0]}: unknown field.", field="signature")
-    session = db.session()
-    participant = unblinding.find_participant(session, participant_id, current())
-    result = unblinding.unblind(
-        session, participant, actor_user=current(),
-        reason_category=text_field(body, "reason_category"),
-        reason=text_field(body, "reason"),
-        password=text_field(signature, "password"),
-        totp_code=text_field(signature, "totp", required=False),
-        confirm_number=participant.randomization_number,
-    )  # fmt: skip
-    return _answer(result, iso(result.unblinded_at)), 200
-
-
-def _one_participant(body: Body, participant_id: int) -> None:
-    """Exactly one participant per request: the URL's. A body naming others is refused."""
-    if unknown := sorted(set(body) - FIELDS):
-        raise InvalidInput(
-            f"{unknown[0]}: unknown field. One participant per request, named in the URL.",
-            field=unknown[0],
-        )
-    named = body.get("participant_id", participant_id)
-    if isinstance(named, bool) or named != participant_id:
+    body = body_of(UnblindRequest)
+    if body.participant_id not in (None, participant_id):
         raise InvalidInput(
             "participant_id: one participant per request, and it must be the URL's.",
             field="participant_id",
         )
+    session = db.session()
+    participant = unblinding.find_participant(session, participant_id, current())
+    result = unblinding.unblind(
+        session, participant, actor_user=current(),
+        reason_category=body.reason_category, reason=body.reason,
+        password=body.signature.password, totp_code=body.signature.totp,
+        confirm_number=participant.randomization_number,
+    )  # fmt: skip
+    return _answer(result, result.unblinded_at), 200
 
 
-def _answer(result: unblinding.UnblindResult, unblinded_at: str | None) -> Body:
-    return {
-        "participant_id": result.participant_id,
-        "arm": {"code": result.arm_code, "name": result.arm_name},
-        "unblinded_at": unblinded_at,
-    }
+def _answer(result: unblinding.UnblindResult, unblinded_at: dt.datetime | str | None) -> Body:
+    answer = Unblinded.model_validate(
+        {
+            "participant_id": result.participant_id,
+            "arm": Arm(code=result.arm_code, name=result.arm_name),
+            "unblinded_at": unblinded_at,
+        }
+    )
+    return dict(reply(answer))

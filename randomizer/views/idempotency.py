@@ -16,7 +16,7 @@ transaction on a deadlock, serialization failure or busy database)::
     @bp.post("/participants/<int:participant_id>/unblind")
     @idempotent(authorize=_may_unblind, sanitize=_without_arm, replay=_redisclose)
     def unblind(participant_id: int) -> tuple[dict[str, Any], int]:
-        body = read_json_object()                        # parse and check shape
+        body = body_of(UnblindRequest)                   # the declared model (api_schema)
         result = unblinding.unblind(db.session(), ...)   # service: flushes, never commits
         return {"participant_id": ..., "arm": {...}, "unblinded_at": ...}, 200
 
@@ -47,6 +47,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 Body = dict[str, Any]
 Answer = tuple[Body, int]
 HEADER = "Idempotency-Key"
+#: The attribute of a view function saying whether the header is "required" or "optional"
+#: (the OpenAPI document reads it).
+KEY_ATTRIBUTE = "idempotency_key"
 
 
 def idempotent(
@@ -93,6 +96,7 @@ def idempotent(
             response.status_code = status
             return response
 
+        setattr(wrapped, KEY_ATTRIBUTE, "required" if required else "optional")
         return cast(F, wrapped)
 
     return decorator

@@ -3,12 +3,13 @@ value before any view runs (SPEC §4.2: a malformed value gets a 4xx, never a 50
 
 ``int`` path arguments are ASCII digits within the column range (else the route does not
 match: 404); every other path argument refuses control characters; query values and form
-field names refuse control characters, and form values all but tab and line breaks.
+field names refuse control characters, and form values all but tab and line breaks. JSON
+bodies are checked by the API's models (``api_shapes``), which refuse the same characters.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from flask import Flask, request
 from flask_babel import gettext as _
@@ -27,6 +28,8 @@ class WholeNumberConverter(IntegerConverter):
     an Integer column; a larger number does not match the route (404)."""
 
     regex = r"[0-9]{1,10}"
+    #: How the OpenAPI document describes the argument (ids start at 1).
+    openapi_schema: ClassVar[dict[str, Any]] = {"type": "integer", "minimum": 1, "maximum": MAX_INT}
 
     def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max", MAX_INT)
@@ -37,6 +40,9 @@ class TextConverter(BaseConverter):
     """``<name>``: one path segment without control characters, at most 255 characters."""
 
     regex = r"[^/\x00-\x1f\x7f]{1,255}"
+    openapi_schema: ClassVar[dict[str, Any]] = {
+        "type": "string", "minLength": 1, "maxLength": 255, "pattern": f"^{regex}$",
+    }  # fmt: skip
 
 
 def install(app: Flask) -> None:
@@ -53,27 +59,11 @@ def refuse_control_characters() -> None:
         if name in IGNORED_WHEN_MALFORMED:
             continue
         if has_control_character(name) or has_control_character(value):
-            raise _malformed(name)
+            raise malformed(name)
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         for name, value in request.form.items(multi=True):
             if has_control_character(name) or has_control_character(value, multiline=True):
-                raise _malformed(name)
-
-
-def refuse_control_characters_in(value: object, field: str = "body") -> None:
-    """Refuse a JSON document with NUL or another control character in a name or a string
-    (tab and line breaks are allowed in strings); the error names the field's path."""
-    if isinstance(value, str) and has_control_character(value, multiline=True):
-        raise _malformed(field)
-    if isinstance(value, dict):
-        for name, item in value.items():
-            path = name if field == "body" else f"{field}.{name}"
-            if has_control_character(name):
-                raise _malformed(field)
-            refuse_control_characters_in(item, path)
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            refuse_control_characters_in(item, f"{field}[{index}]")
+                raise malformed(name)
 
 
 def query_number(name: str, default: int, *, maximum: int = MAX_INT) -> int:
@@ -84,7 +74,8 @@ def query_number(name: str, default: int, *, maximum: int = MAX_INT) -> int:
     return whole_number(raw, field=name, maximum=maximum)
 
 
-def _malformed(name: str) -> MalformedInput:
+def malformed(name: str) -> MalformedInput:
+    """The refusal of a value holding a control character, naming the field."""
     shown = name if not has_control_character(name) else repr(name)
     return MalformedInput(
         _(

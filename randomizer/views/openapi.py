@@ -1,64 +1,65 @@
-"""The OpenAPI 3.1 description of /api/v1 (SPEC §4.2)."""
+"""The OpenAPI 3.1 description of /api/v1 (SPEC §4.2), generated, never written by hand.
+
+Every path and method comes from the app's URL map; what an operation takes and answers
+from its ``@operation`` declaration (``api_schema``), whose pydantic models (``api_shapes``)
+are the very ones the views validate and answer with; path arguments from the URL
+converters; the Idempotency-Key header from ``@idempotent``. So the document cannot say
+something the code does not do.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from randomizer import __name__ as package
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-PROBLEM = {"$ref": "#/components/responses/Problem"}
-IDEMPOTENCY = {"$ref": "#/components/parameters/IdempotencyKey"}
-KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
-SCREENING_NUMBER = {"name": "screening_number", "in": "query", "required": True,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 64}}  # fmt: skip
-OPTIONAL_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
-                        "schema": KEY_SCHEMA}  # fmt: skip
-PARTICIPANT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
-STUDY = {"name": "study", "in": "path", "required": True, "schema": {"type": "string"}}
-SIGNATURE = {
-    "type": "object",
-    "required": ["password"],
-    "properties": {
-        "password": {"type": "string", "description": "The signer's password"},
-        "totp": {"type": "string", "description": "Current one-time code, when enrolled"},
-    },
+from randomizer import __name__ as package
+from randomizer.errors import RETRY_AFTER_SECONDS
+from randomizer.services.idempotency import MAX_KEY_LENGTH
+from randomizer.views.api_schema import Operation, operation_of
+from randomizer.views.api_shapes import Problem
+from randomizer.views.idempotency import KEY_ATTRIBUTE
+
+BASE = "/api/v1"
+REF = "#/components/schemas/{model}"
+#: Every operation may meet these refusals: a bad or unknown value, a token without the
+#: role, a method the path lacks, a body or URL too large, a database that is down.
+ERRORS = ("400", "401", "403", "404", "405", "409", "413", "414", "415", "422", "503")
+_ARGUMENT = re.compile(r"<(?:(?P<converter>\w+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+IDEMPOTENCY_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_KEY_LENGTH,
+    # Printable ASCII without spaces or quotes (a quoted key is accepted too, RFC 8941).
+    "pattern": "^[!#-~]+$",
+    "description": "A new unique value (such as a UUID) per request; the same on a retry",
 }
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
-
-
-def _obj(required: list[str], **props: Any) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": props}
-
-
-def _op(summary: str, roles: str, ok: tuple[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    codes = ("400", "401", "403", "404", "405", "409", "413", "414", "415", "422", "503")
-    errors = {code: PROBLEM for code in codes}
-    return {
-        "summary": summary,
-        "description": f"Allowed roles: {roles}.",
-        "responses": {ok[0]: {"description": "Success", **_json(ok[1])}, **errors},
-        **extra,
-    }
-
-
-def document() -> dict[str, Any]:
+def document(app: Flask) -> dict[str, Any]:
     """The OpenAPI document served at /api/v1/openapi.json."""
-    participant = _obj(
-        ["participant_id", "site", "status", "randomization_number"],
-        participant_id={"type": "integer"},
-        site={"type": "string"},
-        status={"type": "string"},
-        randomization_number={"type": ["string", "null"]},
-        unblinded={"type": "boolean", "description": "Not shown to outcome assessors"},
-        unblinded_at={"type": ["string", "null"], "format": "date-time"},
-    )
-    participant["properties"]["kits"] = {
-        "type": "array",
-        "items": _obj(["visit", "kit_code"], visit={"type": "string"}, kit_code={"type": "string"}),
-    }
+    found = [
+        (rule, method, declared)
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith(BASE + "/")
+        and (declared := operation_of(app.view_functions[rule.endpoint])) is not None
+        for method in sorted(rule.methods or ()) if method not in ("HEAD", "OPTIONS")
+    ]  # fmt: skip
+    refs, schemas = _schemas([declared for _, _, declared in found])
+    paths: dict[str, dict[str, Any]] = {}
+    for rule, method, declared in sorted(found, key=lambda f: (f[0].rule, f[1])):
+        view = app.view_functions[rule.endpoint]
+        path = _ARGUMENT.sub(r"{\g<name>}", rule.rule.removeprefix(BASE))
+        parameters = _path_parameters(app, rule.rule) + _query_parameters(declared)
+        key = getattr(view, KEY_ATTRIBUTE, None)
+        if key is not None:
+            parameters.append(_key_parameter(required=key == "required"))
+        paths.setdefault(path, {})[method.lower()] = _operation(
+            declared, refs, parameters, rule.endpoint
+        )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -67,196 +68,114 @@ def document() -> dict[str, Any]:
             "description": f"{package}: randomization and blinding service. Bearer tokens "
             "(`randomizer token create NAME`); errors are RFC 9457 problem details.",
         },
-        "servers": [{"url": "/api/v1"}],
+        "servers": [{"url": BASE}],
         "security": [{"bearer": []}],
-        "paths": {
-            "/studies/{study}/participants": {
-                "post": _op(
-                    "Register and screen a participant",
-                    "investigator",
-                    (
-                        "201",
-                        _obj(
-                            ["participant_id", "status", "failed_criteria"],
-                            participant_id={"type": "integer"},
-                            status={"enum": ["eligible", "screen_failed"]},
-                            failed_criteria={"type": "array", "items": {"type": "string"}},
-                        ),
-                    ),
-                    parameters=[STUDY, OPTIONAL_IDEMPOTENCY],
-                    requestBody=_json(
-                        _obj(
-                            ["site", "screening_number", "factors", "eligibility"],
-                            site={"type": "string"},
-                            screening_number={"type": "string"},
-                            factors={"type": "object", "additionalProperties": {"type": "string"}},
-                            eligibility={"type": "object"},
-                        )
-                    ),
-                ),
-                "get": _op(
-                    "Participants with this screening number, as your role may see them",
-                    "investigator (own sites), assessor, admin",
-                    ("200", {"type": "array", "items": participant}),
-                    parameters=[STUDY, SCREENING_NUMBER],
-                ),
-            },
-            "/participants/{id}": {
-                "get": _op(
-                    "A participant as your role may see it",
-                    "investigator, assessor, admin, pharmacist, statistician",
-                    ("200", participant),
-                    parameters=[PARTICIPANT_ID],
-                )
-            },
-            "/participants/{id}/randomize": {
-                "post": _op(
-                    "Randomize (signed)",
-                    "investigator",
-                    (
-                        "201",
-                        _obj(
-                            ["participant_id", "randomization_number", "kit_code", "randomized_at"],
-                            participant_id={"type": "integer"},
-                            randomization_number={"type": "string"},
-                            kit_code={"type": "string"},
-                            randomized_at={"type": "string", "format": "date-time"},
-                        ),
-                    ),
-                    parameters=[PARTICIPANT_ID, IDEMPOTENCY],
-                    requestBody=_json(_obj(["signature"], signature=SIGNATURE)),
-                )
-            },
-            "/participants/{id}/dispense": {
-                "post": _op(
-                    "Allocate the kit for a dispensing visit (signed)",
-                    "investigator",
-                    (
-                        "201",
-                        _obj(
-                            ["visit", "kit_code"],
-                            visit={"type": "string"},
-                            kit_code={"type": "string"},
-                        ),
-                    ),
-                    parameters=[PARTICIPANT_ID, IDEMPOTENCY],
-                    requestBody=_json(
-                        _obj(
-                            ["visit", "signature"],
-                            visit={"type": "string"},
-                            override_reason={"type": "string"},
-                            signature=SIGNATURE,
-                        )
-                    ),
-                )
-            },
-            "/participants/{id}/unblind": {
-                "post": _op(
-                    "Emergency unblinding of one participant (signed, audited)",
-                    "investigator",
-                    (
-                        "200",
-                        _obj(
-                            ["participant_id", "arm", "unblinded_at"],
-                            participant_id={"type": "integer"},
-                            arm=_obj(
-                                ["code", "name"], code={"type": "string"}, name={"type": "string"}
-                            ),
-                            unblinded_at={"type": "string", "format": "date-time"},
-                        ),
-                    ),
-                    parameters=[PARTICIPANT_ID, IDEMPOTENCY],
-                    requestBody=_json(
-                        _obj(
-                            ["reason_category", "reason", "signature"],
-                            reason_category={"type": "string"},
-                            reason={"type": "string"},
-                            signature=SIGNATURE,
-                        )
-                    ),
-                )
-            },
-            "/studies/{study}/kits": {
-                "get": _op(
-                    "Kit list of a site",
-                    "pharmacist (own sites, with products), admin",
-                    ("200", {"type": "object"}),
-                    parameters=[
-                        STUDY,
-                        {"name": "site", "in": "query", "schema": {"type": "string"}},
-                    ],
-                )
-            },
-            "/audit": {
-                "get": _op(
-                    "Audit events after a sequence number",
-                    "admin, statistician",
-                    ("200", {"type": "object"}),
-                    parameters=[
-                        {
-                            "name": "after",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1},
-                        },
-                    ],
-                )
-            },
-            "/audit/verify": {
-                "get": _op(
-                    "Verify the audit chain",
-                    "admin, statistician",
-                    (
-                        "200",
-                        _obj(
-                            ["ok", "events", "head"],
-                            ok={"type": "boolean"},
-                            events={"type": "integer"},
-                            head={"type": "string"},
-                        ),
-                    ),
-                )
-            },
-        },
+        "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "parameters": {
-                "IdempotencyKey": {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": True,
-                    "schema": KEY_SCHEMA,
-                }
+            "schemas": schemas,
+            "responses": _problem_responses(refs[(Problem, "serialization")]),
+        },
+    }
+
+
+def _schemas(
+    operations: list[Operation],
+) -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
+    """JSON Schemas of every body (as validated) and answer (as serialized), by reference."""
+    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(Problem, "serialization"): None}
+    for declared in operations:
+        wanted[(declared.answer, "serialization")] = None
+        if declared.body is not None:
+            wanted[(declared.body, "validation")] = None
+    refs, definitions = models_json_schema(list(wanted), ref_template=REF)
+    return dict(refs), dict(definitions.get("$defs", {}))
+
+
+def _operation(
+    declared: Operation, refs: dict[Any, Any], parameters: list[dict[str, Any]], endpoint: str
+) -> dict[str, Any]:
+    answer = refs[(declared.answer, "serialization")]
+    if declared.many:
+        answer = {"type": "array", "items": answer}
+    roles = ", ".join(role.value for role in declared.roles)
+    notes = f" ({declared.notes})" if declared.notes else ""
+    result: dict[str, Any] = {
+        "operationId": endpoint.removeprefix("api."),
+        "summary": declared.summary,
+        "description": f"Allowed roles: {roles}{notes}.",
+        "parameters": parameters,
+        "responses": {
+            str(declared.status): {
+                "description": "Success",
+                "content": {"application/json": {"schema": answer}},
             },
-            "responses": {
-                "Problem": {
-                    "description": "RFC 9457 problem details",
-                    "headers": {
-                        "Retry-After": {
-                            "description": "With 503 (database unavailable): seconds to wait",
-                            "schema": {"type": "integer", "minimum": 1},
-                        },
-                        "Allow": {
-                            "description": "With 405: the methods this path accepts",
-                            "schema": {"type": "string"},
-                        },
-                    },
-                    "content": {
-                        "application/problem+json": {
-                            "schema": _obj(
-                                ["type", "title", "status", "detail"],
-                                type={"type": "string"},
-                                title={"type": "string"},
-                                status={"type": "integer"},
-                                detail={"type": "string"},
-                            )
-                        }
-                    },
-                }
-            },
+            **{code: {"$ref": f"#/components/responses/{_response(code)}"} for code in ERRORS},
+        },
+    }
+    if declared.body is not None:
+        body = refs[(declared.body, "validation")]
+        result["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    return result
+
+
+def _response(code: str) -> str:
+    return {"405": "MethodNotAllowed", "503": "Unavailable"}.get(code, "Problem")
+
+
+def _path_parameters(app: Flask, rule: str) -> list[dict[str, Any]]:
+    out = []
+    for found in _ARGUMENT.finditer(rule):
+        converter = app.url_map.converters[found["converter"] or "default"]
+        schema = dict(getattr(converter, "openapi_schema", {"type": "string"}))
+        out.append({"name": found["name"], "in": "path", "required": True, "schema": schema})
+    return out
+
+
+def _query_parameters(declared: Operation) -> list[dict[str, Any]]:
+    if declared.query is None:
+        return []
+    schema = declared.query.model_json_schema(mode="validation")
+    required = set(schema.get("required", ()))
+    out = []
+    for name, prop in schema["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title" and (k, v) != ("default", None)}
+        # An optional query argument is absent, never null.
+        choices = [c for c in prop.pop("anyOf", []) if c.get("type") != "null"]
+        if choices:
+            prop = {**choices[0], **prop}
+        out.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+    return out
+
+
+def _key_parameter(*, required: bool) -> dict[str, Any]:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": required,
+        "schema": IDEMPOTENCY_KEY,
+    }
+
+
+def _problem_responses(problem: dict[str, Any]) -> dict[str, Any]:
+    content = {"application/problem+json": {"schema": problem}}
+    allow = {"description": "The methods this path accepts", "required": True,
+             "schema": {"type": "string", "minLength": 1}}  # fmt: skip
+    retry = {"description": f"Seconds to wait before retrying ({RETRY_AFTER_SECONDS})",
+             "required": True, "schema": {"type": "integer", "minimum": 1}}  # fmt: skip
+    return {
+        "Problem": {"description": "RFC 9457 problem details", "content": content},
+        "MethodNotAllowed": {
+            "description": "The method is not available on this path",
+            "headers": {"Allow": allow},
+            "content": content,
+        },
+        "Unavailable": {
+            "description": "The database is unavailable; nothing was changed",
+            "headers": {"Retry-After": retry},
+            "content": content,
         },
     }
