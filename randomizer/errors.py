@@ -189,6 +189,37 @@ _SHOWN: list[tuple[re.Pattern[str], Callable[[dict[str, str]], str]]] = [
             ),
         ),
         (
+            r"Do not dispense kit (?P<code>\S+): the participant is withdrawn\. .*",
+            lambda m: _(
+                "Do not dispense kit %(code)s: the participant was withdrawn. Set the kit "
+                "aside (quarantine) instead.",
+                **m,
+            ),
+        ),
+        (
+            r"Do not dispense kit (?P<code>\S+): the participant is randomized in error\. .*",
+            lambda m: _(
+                "Do not dispense kit %(code)s: the participant was randomized in error. Set "
+                "the kit aside (quarantine) instead.",
+                **m,
+            ),
+        ),
+        (
+            r"Kit (?P<code>\S+) is for a participant who may receive it; .*",
+            lambda m: _(
+                "Kit %(code)s is for a participant who may receive it: dispense it instead.",
+                **m,
+            ),
+        ),
+        (
+            r"Kit (?P<code>\S+) was allocated to a participant once; .*",
+            lambda m: _(
+                "Kit %(code)s was allocated to a participant once; it cannot become "
+                "available again.",
+                **m,
+            ),
+        ),
+        (
             r"The allocation list has no free place left .*",
             lambda m: _(
                 "The allocation list has no free place left for this participant's stratum. "

@@ -422,13 +422,17 @@ class Participant(Base):
 class Dispensation(Base):
     __tablename__ = "dispensation"
     __table_args__ = (
-        CheckConstraint("status IN ('allocated', 'dispensed', 'replaced')", name="status"),
+        CheckConstraint(
+            "status IN ('allocated', 'dispensed', 'replaced', 'set_aside')", name="status"
+        ),
     )
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
     visit: Mapped[code]
     kit_id: Mapped[int] = mapped_column(ForeignKey("kit.id"), unique=True)
+    #: allocated, dispensed, replaced (damaged or lost), or set_aside (never handed out:
+    #: the participant was withdrawn or randomized in error; the kit is quarantined).
     status: Mapped[str] = mapped_column(String(16))
     allocated_at: Mapped[created]
     allocated_by: Mapped[str] = mapped_column(String(64))

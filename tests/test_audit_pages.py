@@ -36,7 +36,7 @@ def _things(session: Session) -> None:
 
 def _seqs(html: str) -> set[str]:
     """The actions shown in an audit page."""
-    return set(re.findall(r'<td class="code">([a-z.]+)</td>', html))
+    return set(re.findall(r'<small class="hint code">([a-z_.]+)</small>', html))
 
 
 @pytest.mark.parametrize("who", ["admin1", "stat1"])

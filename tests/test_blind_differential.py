@@ -31,7 +31,15 @@ from sqlalchemy import select
 from randomizer import audit, create_app, migrate
 from randomizer.db import db, utcnow
 from randomizer.instance import ensure_instance_files
-from randomizer.models import ListKind, Notification, Participant, Role, Shipment, ShipmentStatus
+from randomizer.models import (
+    Dispensation,
+    ListKind,
+    Notification,
+    Participant,
+    Role,
+    Shipment,
+    ShipmentStatus,
+)
 from randomizer.services import shipments
 from randomizer.services.kit_lifecycle import expire_kits
 from randomizer.services.kits import generate_kits
@@ -299,6 +307,11 @@ def _history(app: Flask, seed: bytes, text: str) -> list[Any]:
     _ship_everything(app, rec)
     for pid in late:  # retried after the shipments arrived
         rec.api("inv1", "POST", f"/api/v1/participants/{pid}/randomize", signature)
+    # One participant withdrawn; the pharmacist sets the kits aside (unblinded: not recorded,
+    # but what masked roles read afterwards is).
+    rec.post_page("inv1", f"/participants/{late[0]}/withdraw", {
+        "reason": "Consent withdrawn", "submission": uuid.uuid4().hex})  # fmt: skip
+    _set_aside_kits_of(app, rec, late[0])
     # Everything the masked roles can read at the end.
     for _who, pid in people + [(None, failed)] + [(None, p) for p in late]:  # type: ignore[list-item]
         rec.api("inv1" if pid not in (people[3][1], people[4][1]) else "inv2", "GET",
@@ -320,6 +333,20 @@ def _history(app: Flask, seed: bytes, text: str) -> list[Any]:
     rec.out.append(("csv", csv_answer.status_code, _mask(csv_answer.get_data(as_text=True))))
     csv_answer.close()
     return rec.out
+
+
+def _set_aside_kits_of(app: Flask, rec: Recorder, participant_id: int) -> None:
+    with app.app_context():
+        held = db.session.scalars(
+            select(Dispensation.id).where(
+                Dispensation.participant_id == participant_id, Dispensation.status == "allocated"
+            )
+        ).all()
+    login(rec.client, "pharm1")
+    for dispensation_id in held:
+        answer = rec.client.post(f"/pharmacy/TST/queue/{dispensation_id}/set-aside")
+        assert answer.status_code == 302, answer.get_data(as_text=True)
+    rec.client.post("/logout")
 
 
 def _diff(a: list[Any], b: list[Any]) -> str:
@@ -370,6 +397,8 @@ def test_masked_outputs_are_identical_whatever_the_lists(
         "kit.status",
         '\\"status\\":\\"expired\\"',
         "participant.dispense",
+        "participant.withdraw",
+        "kit.set_aside",
         "not-eligible",
     ):
         assert sign in flat or sign.replace("\\", "") in flat, sign

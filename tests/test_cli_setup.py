@@ -335,3 +335,35 @@ def test_demo_logins_only_hides_a_demo_password_that_no_longer_works(
     assert result.exit_code == 0
     assert _demo_logins(result.stdout) == []
     assert "no working demo logins" in result.stdout
+
+
+def test_demo_has_depot_stock_and_a_shipment_in_transit_to_each_site(
+    runner: Runner, session: Session
+):
+    from randomizer.models import Kit, KitStatus, Shipment, ShipmentStatus
+
+    first = runner.invoke("demo")
+    assert first.exit_code == 0, first.output
+    again = runner.invoke("demo")
+    assert again.exit_code == 0, again.output
+    session.expire_all()
+    listed = session.scalars(sa.select(Shipment).order_by(Shipment.site_code)).all()
+    assert [(s.site_code, s.status) for s in listed] == [
+        ("CUA", ShipmentStatus.IN_TRANSIT), ("HBLT", ShipmentStatus.IN_TRANSIT)
+    ]  # fmt: skip
+    in_transit = session.scalars(sa.select(Kit).where(Kit.status == KitStatus.IN_TRANSIT)).all()
+    assert len(in_transit) == 8 and {k.shipment_id for k in in_transit} == {s.id for s in listed}
+    depot = session.scalars(sa.select(Kit).where(Kit.status == KitStatus.AT_DEPOT)).all()
+    assert len(depot) == 32
+    assert "kits at the depot: 32" in again.stdout
+    assert "to CUA: in_transit" in again.stdout
+
+
+def test_login_page_names_where_the_demo_logins_are_printed_only_on_a_demo(
+    app: Flask, client: FlaskClient
+):
+    client.get("/lang/en")
+    assert "randomizer demo --logins-only" not in client.get("/login").get_data(as_text=True)
+    app.config["DEMO"] = True
+    html = client.get("/login").get_data(as_text=True)
+    assert "Demo instance: the demo logins" in html and "randomizer demo --logins-only" in html

@@ -69,7 +69,7 @@ def test_screening_form_has_a_field_per_eligibility_item(inv_client):
     radios = re.findall(r'<input [^>]*name="(criterion-\w+)"[^>]*type="radio" value="(\w+)"', html)
     assert set(radios) == {(f"criterion-{c}", v) for c in ("consent", "pregnant")
                            for v in ("yes", "no")}  # fmt: skip
-    assert re.search(r'<input [^>]*name="criterion-age"[^>]*type="number"', html)
+    assert re.search(r'<input [^>]*decimal"[^>]*name="criterion-age"[^>]*type="text"', html)
     assert "Included when the value is from 18 to 75" in html
     assert 'name="factor-grade"' in html
 

@@ -161,7 +161,9 @@ def test_preparation_queue_names_the_product_to_prepare_and_is_audited(
     p1 = trial["p1"]
     dispensation = _dispensation(session, p1)
     kit = session.get_one(Kit, dispensation.kit_id)
-    row = re.search(rf"<tr>.*?{re.escape(kit.code)}.*?</tr>", html, re.S)
+    row = re.search(
+        rf'<li class="card queue-item[^>]*>.*?{re.escape(kit.code)}.*?</li>', html, re.S
+    )
     assert row is not None
     assert p1.randomization_number in row.group(0) and "baseline" in row.group(0)
     assert NAMES[kit_arm(session, study, kit)] in row.group(0)
@@ -331,3 +333,129 @@ def test_only_admins_reach_the_kit_pages(
     login(client, username)
     assert client.get("/kits/TST").status_code == 403
     assert client.post("/kits/TST/generate", data={"count": "2"}).status_code == 403
+
+
+# --- the preparation queue's rules -----------------------------------------------------
+
+
+def _queue_card(html: str, dispensation_id: int) -> str:
+    found = re.search(rf'id="dispensation-{dispensation_id}">(.*?)</li>', html, re.S)
+    assert found, "no card for this dispensation in the queue"
+    return found.group(1)
+
+
+def _dispense(client: FlaskClient, dispensation: Dispensation, code: str) -> Any:
+    return client.post(
+        f"/pharmacy/TST/queue/{dispensation.id}", data={f"d{dispensation.id}-kit_code": code}
+    )
+
+
+def test_queue_rows_show_status_visit_due_date_and_window(
+    pharm: FlaskClient, session: Session, trial: dict[str, Any]
+) -> None:
+    pharm.get("/lang/en")
+    dispensation = _dispensation(session, trial["p1"])
+    card = _queue_card(pharm.get("/pharmacy/TST/queue").get_data(as_text=True), dispensation.id)
+    randomized = trial["p1"].randomized_at.date().isoformat()
+    assert "Randomized" in card and "baseline" in card
+    assert f"<dt>Due</dt><dd>{randomized}</dd>" in card
+    assert f"{randomized} to {randomized}" in card
+    assert "Not due yet" not in card
+
+
+def test_kit_for_a_later_visit_is_marked_not_due_yet(
+    pharm: FlaskClient, session: Session, trial: dict[str, Any], users: dict[str, User]
+) -> None:
+    pharm.get("/lang/en")
+    p1 = trial["p1"]
+    enrollment.dispense(
+        session, p1, visit="month_6", signer=users["investigator"], password=PASSWORD,
+        override_reason="Participant travels abroad; infusion planned early.",
+    )  # fmt: skip
+    session.commit()
+    month_6 = session.scalars(select(Dispensation).where(Dispensation.visit == "month_6")).one()
+    card = _queue_card(pharm.get("/pharmacy/TST/queue").get_data(as_text=True), month_6.id)
+    assert "Not due yet" in card and "month_6" in card
+    assert "The window of this visit opens on" in card
+
+
+def test_dispensing_with_an_empty_scan_field_is_refused_naming_the_field(
+    pharm: FlaskClient, session: Session, trial: dict[str, Any]
+) -> None:
+    pharm.get("/lang/en")
+    dispensation = _dispensation(session, trial["p1"])
+    response = _dispense(pharm, dispensation, "")
+    assert response.status_code == 422
+    card = _queue_card(response.get_data(as_text=True), dispensation.id)
+    assert "Scan the kit: scan or type the code" in card
+    assert _dispensation(session, trial["p1"]).status == "allocated"
+
+
+def _stock_index(session: Session, study: Study) -> tuple[int, dict[str, Any]]:
+    from randomizer.services.supply.stock import peek_stock
+
+    session.expire_all()
+    stock = peek_stock(session, study, "S1", is_test=True)
+    return stock.index.available, {a: list(k) for a, k in stock.index.kits.items()}
+
+
+def test_withdrawn_participants_kit_is_refused_then_set_aside(
+    pharm: FlaskClient, session: Session, study: Study, trial: dict[str, Any]
+) -> None:
+    pharm.get("/lang/en")
+    p1 = trial["p1"]
+    dispensation = _dispensation(session, p1)
+    kit = session.get_one(Kit, dispensation.kit_id)
+    enrollment.withdraw(session, p1, actor=SYSTEM, reason="Consent withdrawn.")
+    session.commit()
+    before = _stock_index(session, study)
+    card = _queue_card(pharm.get("/pharmacy/TST/queue").get_data(as_text=True), dispensation.id)
+    assert "Withdrawn" in card and "Do not dispense" in card and "kit_code" not in card
+
+    refused = _dispense(pharm, dispensation, kit.code)
+    assert refused.status_code == 409
+    assert f"Do not dispense kit {kit.code}: the participant was withdrawn" in refused.get_data(
+        as_text=True
+    )
+    assert _dispensation(session, p1).status == "allocated"
+    assert session.get_one(Kit, kit.id).status is KitStatus.ALLOCATED
+
+    aside = pharm.post(f"/pharmacy/TST/queue/{dispensation.id}/set-aside", data={})
+    assert aside.status_code == 302
+    session.expire_all()
+    assert session.get_one(Kit, kit.id).status is KitStatus.QUARANTINED
+    assert session.get_one(Dispensation, dispensation.id).status == "set_aside"
+    assert _stock_index(session, study) == before  # the sealed index stays true
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "kit.set_aside")).one()
+    assert event.object_id == kit.code and "withdrawn" in (event.reason or "")
+    queue = pharm.get("/pharmacy/TST/queue").get_data(as_text=True)
+    assert f'id="dispensation-{dispensation.id}"' not in queue
+
+
+def test_a_set_aside_kit_never_becomes_available_again(
+    pharm: FlaskClient, session: Session, study: Study, trial: dict[str, Any]
+) -> None:
+    from randomizer.errors import Conflict
+    from randomizer.services.kits import set_status
+
+    p1 = trial["p1"]
+    dispensation = _dispensation(session, p1)
+    enrollment.mark_randomized_in_error(session, p1, actor=SYSTEM, reason="Wrong person.")
+    session.commit()
+    assert pharm.post(f"/pharmacy/TST/queue/{dispensation.id}/set-aside").status_code == 302
+    kit = session.get_one(Kit, dispensation.kit_id)
+    with pytest.raises(Conflict, match="cannot become available again"):
+        set_status(session, study, code=kit.code, to=KitStatus.AVAILABLE, actor=SYSTEM,
+                   reason="Released.", sites=frozenset({"S1"}))  # fmt: skip
+    session.rollback()
+
+
+def test_an_active_participants_kit_cannot_be_set_aside(
+    pharm: FlaskClient, session: Session, trial: dict[str, Any]
+) -> None:
+    pharm.get("/lang/en")
+    dispensation = _dispensation(session, trial["p1"])
+    response = pharm.post(f"/pharmacy/TST/queue/{dispensation.id}/set-aside")
+    assert response.status_code == 409
+    assert "dispense it instead" in response.get_data(as_text=True)
+    assert _dispensation(session, trial["p1"]).status == "allocated"

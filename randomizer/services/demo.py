@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from randomizer.models import Role, User
+from randomizer.models import Role, Study, User
 from randomizer.services.studies import load_study
 from randomizer.studydef import load_demo_study
 
@@ -67,6 +67,10 @@ def demo_logins(session: Session) -> list[str]:
 #: Kits made at each demo site (received there, ready to allocate).
 #: Kits made at a site come in whole units (6 per arm here: the demo's resupply level).
 DEMO_KITS_PER_SITE = 12
+#: Kits at the central depot, so that an admin's first shipment can be filled.
+DEMO_DEPOT_KITS = 40
+#: Kits of the one shipment on its way to each site, for the pharmacist to receive.
+DEMO_SHIPMENT_KITS = 4
 
 
 def _extras(session: Session, study_code: str) -> list[str]:
@@ -104,4 +108,34 @@ def _extras(session: Session, study_code: str) -> list[str]:
             )
             have = DEMO_KITS_PER_SITE
         lines.append(f"kits at {site.code}: {have}")
+    return lines + _depot_and_shipments(session, study)
+
+
+def _depot_and_shipments(session: Session, study: Study) -> list[str]:
+    """Depot stock and one shipment in transit to every site, made once (idempotent): an
+    admin can dispatch a first shipment and a pharmacist has one to receive kit by kit."""
+    from sqlalchemy import func
+
+    from randomizer import audit
+    from randomizer.models import Kit, KitStatus, Shipment
+    from randomizer.services import shipments
+    from randomizer.services.kits import generate_kits
+    from randomizer.services.studies import definition_of
+
+    made = session.scalar(select(func.count()).select_from(Shipment).where(
+        Shipment.study_id == study.id))  # fmt: skip
+    if not made:
+        generate_kits(session, study, count=DEMO_DEPOT_KITS, actor=audit.SYSTEM)
+        for site in definition_of(study).sites:
+            shipment = shipments.propose_manual(
+                session, study, site=site.code, count=DEMO_SHIPMENT_KITS, actor=audit.SYSTEM
+            )
+            shipments.dispatch(session, study, shipment=shipment, actor=audit.SYSTEM)
+    depot = session.scalar(select(func.count()).select_from(Kit).where(
+        Kit.study_id == study.id, Kit.status == KitStatus.AT_DEPOT))  # fmt: skip
+    lines = [f"kits at the depot: {depot}"]
+    for shipment in session.scalars(
+        select(Shipment).where(Shipment.study_id == study.id).order_by(Shipment.id)
+    ):
+        lines.append(f"shipment {shipment.id} to {shipment.site_code}: {shipment.status.value}")
     return lines

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.errors import Conflict, InvalidInput
-from randomizer.models import Kit, KitStatus, Study
+from randomizer.models import Dispensation, Kit, KitStatus, Study
 from randomizer.services.supply.stock import lock_stock, moved, pool_of, pools
 
 S = KitStatus
@@ -26,7 +26,7 @@ TRANSITIONS: dict[KitStatus, frozenset[KitStatus]] = {
     S.IN_TRANSIT: frozenset({S.AVAILABLE, S.AT_DEPOT, S.DAMAGED, S.LOST, S.QUARANTINED}),
     S.AVAILABLE: frozenset({S.ALLOCATED, S.DAMAGED, S.LOST, S.EXPIRED, S.QUARANTINED,
                             S.RETURNED}),
-    S.ALLOCATED: frozenset({S.DISPENSED, S.DAMAGED, S.LOST}),
+    S.ALLOCATED: frozenset({S.DISPENSED, S.DAMAGED, S.LOST, S.QUARANTINED}),
     S.DISPENSED: frozenset({S.RETURNED}),
     S.DAMAGED: frozenset({S.RETURNED, S.DESTROYED}),
     S.LOST: frozenset({S.QUARANTINED}),
@@ -83,6 +83,7 @@ def change_status(
         lock_stock(session, study, pool, is_test=kit.is_test)
     session.refresh(kit, with_for_update=True)
     check_transition(kit, to, reason)
+    _refuse_second_use(session, kit, to)
     old, before = kit.status, pools([kit])
     kit.status = to
     moved(session, study, before, [kit])
@@ -93,6 +94,19 @@ def change_status(
         old={"status": old.value}, new={"status": to.value, "site": kit.site_code},
         reason=reason.strip() if reason else None,
     )  # fmt: skip
+
+
+def _refuse_second_use(session: Session, kit: Kit, to: KitStatus) -> None:
+    # A kit is allocated once (one dispensation per kit): one that was ever allocated, and
+    # set aside since, never goes back into the available stock the index draws from.
+    if to is S.AVAILABLE and session.scalar(
+        select(Dispensation.id).where(Dispensation.kit_id == kit.id).limit(1)
+    ):
+        raise Conflict(
+            f"Kit {kit.code} was allocated to a participant once; it cannot become available "
+            "again.",
+            field="status",
+        )
 
 
 #: Statuses from which a kit past its expiry date is marked expired.

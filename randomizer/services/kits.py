@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session
 from randomizer import audit, kitcodes, sequence
 from randomizer.db import utcnow
 from randomizer.errors import Conflict, InvalidInput, NotFound
-from randomizer.models import Dispensation, Kit, KitStatus, Participant, Study, StudyMode
+from randomizer.models import (
+    Dispensation,
+    Kit,
+    KitStatus,
+    Participant,
+    ParticipantStatus,
+    Study,
+    StudyMode,
+)
 from randomizer.services.keyring import RowSealer, sealer_by_key_id, sealer_for
 from randomizer.services.kit_lifecycle import S, change_status, check_transition
 from randomizer.services.studies import definition_of
@@ -219,6 +227,8 @@ NO_SUPPLY_MESSAGE = (
 
 
 ACTIVE_DISPENSATION = ("allocated", "dispensed")
+#: Participants whose allocated kits must never be handed out: they are set aside instead.
+NOT_TO_DISPENSE = frozenset({ParticipantStatus.WITHDRAWN, ParticipantStatus.RANDOMIZED_IN_ERROR})
 
 
 def dispensation_in_scope(
@@ -248,6 +258,12 @@ def confirm_dispensing(
 ) -> Kit:
     """The pharmacist confirms an allocated kit was handed out (optionally scanning it)."""
     kit, participant = dispensation_in_scope(session, study, dispensation, sites)
+    if participant.status in NOT_TO_DISPENSE:
+        raise Conflict(
+            f"Do not dispense kit {kit.code}: the participant is "
+            f"{participant.status.value.replace('_', ' ')}. Set the kit aside instead.",
+            field="kit_code",
+        )
     if kit_code is not None:
         scanned = get_kit(session, study, kit_code)
         if scanned.id != kit.id:

@@ -15,9 +15,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.errors import NotFound
-from randomizer.models import Dispensation, Kit, KitStatus, Participant, Study
-from randomizer.services.kits import list_kits, open_arms
+from randomizer.db import utcnow
+from randomizer.errors import Conflict, NotFound
+from randomizer.models import Dispensation, Kit, KitStatus, Participant, ParticipantStatus, Study
+from randomizer.services.kit_lifecycle import change_status
+from randomizer.services.kits import (
+    NOT_TO_DISPENSE,
+    dispensation_in_scope,
+    list_kits,
+    open_arms,
+)
 from randomizer.services.studies import definition_of
 
 VIEW_ACTION = "pharmacy.view_products"
@@ -55,6 +62,17 @@ class QueueItem:
     allocated_at: dt.datetime
     is_test: bool
     product: Product
+    participant_status: ParticipantStatus
+    #: The visit's target day and window (from the randomization date); None before it.
+    due: dt.date | None
+    opens: dt.date | None
+    closes: dt.date | None
+    #: The window has not opened yet (a month-6 kit asked for early).
+    not_due: bool
+
+    @property
+    def may_dispense(self) -> bool:
+        return self.participant_status not in NOT_TO_DISPENSE
 
 
 def _products(study: Study) -> dict[str, Product]:
@@ -116,11 +134,55 @@ def preparation_queue(
     products = _products(study)
     _record(session, study, actor, {s: sum(r[1].site_code == s for r in rows) for s in wanted},
             "queue")  # fmt: skip
-    return [
-        QueueItem(d.id, p.id, p.randomization_number, d.visit, k.code, p.site_code,
-                  d.allocated_at, p.is_test, products[arms[k.id]])
-        for d, p, k in ((r[0], r[1], r[2]) for r in rows)
-    ]  # fmt: skip
+    definition, today = definition_of(study), utcnow().date()
+    items = []
+    for d, p, k in ((r[0], r[1], r[2]) for r in rows):
+        due = opens = closes = None
+        if p.randomized_at is not None:
+            visit = definition.visit(d.visit)
+            due = p.randomized_at.date() + dt.timedelta(days=visit.day)
+            opens = due - dt.timedelta(days=visit.window_days)
+            closes = due + dt.timedelta(days=visit.window_days)
+        items.append(QueueItem(
+            d.id, p.id, p.randomization_number, d.visit, k.code, p.site_code, d.allocated_at,
+            p.is_test, products[arms[k.id]], p.status, due, opens, closes,
+            opens is not None and today < opens,
+        ))  # fmt: skip
+    return items
+
+
+def set_aside(
+    session: Session,
+    study: Study,
+    *,
+    dispensation: Dispensation,
+    actor: audit.Actor,
+    sites: frozenset[str],
+) -> Kit:
+    """Quarantine the allocated kit of a withdrawn (or randomized-in-error) participant.
+
+    A kit is allocated once only (one dispensation per kit), so it never goes back into the
+    available stock: it is set aside, and its dispensation with it. An allocated kit counts
+    in no stock pool, a quarantined one neither, so the sealed stock index and the blind
+    supply bound (the kit stays counted as consumed, not lost) are unchanged; what masked
+    roles see is the kit's new status, which follows the withdrawal whatever the arm.
+    """
+    kit, participant = dispensation_in_scope(session, study, dispensation, sites)
+    if participant.status not in NOT_TO_DISPENSE:
+        raise Conflict(
+            f"Kit {kit.code} is for a participant who may receive it; dispense it instead.",
+            field="dispensation",
+        )
+    if dispensation.status != "allocated":
+        raise Conflict(f"Kit {kit.code} is not waiting to be dispensed.", field="dispensation")
+    status = participant.status.value.replace("_", " ")
+    change_status(
+        session, study, kit, KitStatus.QUARANTINED, actor=actor, action="kit.set_aside",
+        reason=f"Not dispensed: the participant is {status}.", participant_id=participant.id,
+    )  # fmt: skip
+    dispensation.status = "set_aside"
+    session.flush()
+    return kit
 
 
 def get_dispensation(

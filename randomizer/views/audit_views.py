@@ -21,6 +21,7 @@ from randomizer.models import AuditHead, Role
 from randomizer.services import audit_reports
 from randomizer.services.audit_reports import CSV_COLUMNS, EventFilter
 from randomizer.views import navigation
+from randomizer.views.audit_labels import action_label, readable
 from randomizer.views.input_layer import query_number
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -29,6 +30,9 @@ READERS = (Role.ADMIN, Role.STATISTICIAN)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: Events read per short transaction of the CSV export.
 EXPORT_CHUNK = 2000
+
+bp.add_app_template_filter(action_label, "audit_action")
+bp.add_app_template_filter(readable, "audit_values")
 
 navigation.register(
     "audit.events",

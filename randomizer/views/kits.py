@@ -10,13 +10,14 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import DateField, IntegerField, SelectField, StringField
+from wtforms import DateField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from randomizer.auth import current_actor, roles_required
 from randomizer.db import db
-from randomizer.errors import RandomizerError
+from randomizer.errors import RandomizerError, shown_message
+from randomizer.forms import LocaleIntegerField
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
 from randomizer.services.blinded_kits import AT_SITE, blinded_kits, blinded_totals
 from randomizer.services.kits import MAX_KITS_PER_CALL, generate_kits, set_status
@@ -89,7 +90,7 @@ def outcome_label(outcome: str) -> str:
 
 
 class GenerateKitsForm(FlaskForm):
-    count = IntegerField(
+    count = LocaleIntegerField(
         _l("Number of kits"), validators=[InputRequired(), NumberRange(1, MAX_KITS_PER_CALL)]
     )
     site = SelectField(_l("Where"), choices=[])
@@ -110,7 +111,7 @@ def refuse(form: FlaskForm, err: RandomizerError, default: str) -> None:
     """Roll back and put a service's refusal next to the field it names."""
     db.session.rollback()
     target = form[err.field] if err.field and err.field in form else form[default]
-    target.errors = [*target.errors, err.message]
+    target.errors = [*target.errors, shown_message(err)]
 
 
 def _generate_form(study: Study) -> GenerateKitsForm:

@@ -16,7 +16,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from sqlalchemy import select
-from wtforms import BooleanField, IntegerField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
@@ -24,6 +24,7 @@ from randomizer.auth import current, current_actor, roles_required
 from randomizer.crypto import IntegrityFailure
 from randomizer.db import db
 from randomizer.errors import Conflict, RandomizerError
+from randomizer.forms import LocaleIntegerField
 from randomizer.models import ListKind, Role, Study
 from randomizer.predictability import decimals
 from randomizer.services.bulk_unblinding import Signature, signers_needed
@@ -60,7 +61,7 @@ _KIND_CHOICES = [
 
 class GenerateForm(FlaskForm):
     kind = SelectField(_l("List"), choices=_KIND_CHOICES)
-    per_stratum = IntegerField(
+    per_stratum = LocaleIntegerField(
         _l("Slots per stratum"), validators=[Optional(), NumberRange(1, 100_000)]
     )
 
@@ -72,7 +73,9 @@ class ImportForm(FlaskForm):
 
 class ExtendForm(FlaskForm):
     stratum = SelectField(_l("Stratum"), choices=[])
-    slots = IntegerField(_l("Slots to add"), validators=[InputRequired(), NumberRange(1, 100_000)])
+    slots = LocaleIntegerField(
+        _l("Slots to add"), validators=[InputRequired(), NumberRange(1, 100_000)]
+    )
 
 
 class VerifyForm(FlaskForm):

@@ -8,8 +8,8 @@ so that a second click on the same form has no second effect.
 
 from __future__ import annotations
 
-import math
 import uuid
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from flask_babel import gettext as _
@@ -17,7 +17,6 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
     Field,
-    FloatField,
     HiddenField,
     PasswordField,
     RadioField,
@@ -26,8 +25,9 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
+from randomizer.forms import LocaleDecimalField, format_number
 from randomizer.services.enrollment import MAX_REASON, MAX_SCREENING_NUMBER
 from randomizer.studydef import CriterionDef, StudyDefinition
 
@@ -129,8 +129,8 @@ class ScreeningBase(SignedForm):
             value = f.data
             if isinstance(f, RadioField):
                 value = value == YES
-            elif isinstance(value, float) and value.is_integer():
-                value = int(value)
+            elif isinstance(value, Decimal):
+                value = int(value) if value == value.to_integral_value() else float(value)
             out[f.name.removeprefix(CRITERION_PREFIX)] = value
         return out
 
@@ -187,17 +187,12 @@ def _criterion_field(criterion: CriterionDef) -> Field:
             label, choices=[SelectChoice(YES, _("Yes")), SelectChoice(NO, _("No"))],
             validators=[InputRequired(message=_("Answer yes or no."))],
         )  # fmt: skip
-    return FloatField(
+    return LocaleDecimalField(
         label,
-        validators=[InputRequired(message=_("Enter a number.")), _finite],
-        render_kw={"inputmode": "decimal", "step": "any"},
+        validators=[InputRequired(message=_("%(field)s: enter a number.", field=criterion.text))],
         description=number_hint(criterion),
+        named=criterion.text,
     )
-
-
-def _finite(form: FlaskForm, field: Field) -> None:
-    if field.data is not None and not math.isfinite(field.data):
-        raise ValidationError(_("Enter a number."))
 
 
 def number_hint(criterion: CriterionDef) -> str:
@@ -205,16 +200,17 @@ def number_hint(criterion: CriterionDef) -> str:
     unit = f" {criterion.unit}" if criterion.unit else ""
     low, high = criterion.min, criterion.max
     # A bound stored just past a round number ("below 40" as 39.99…) reads "below 40".
+    lo, hi = (format_number(float(f"{b:g}")) if b is not None else "" for b in (low, high))
     if low is not None and high is not None:
-        values = _("from %(low)s to %(high)s%(unit)s", low=f"{low:g}", high=f"{high:g}", unit=unit)
+        values = _("from %(low)s to %(high)s%(unit)s", low=lo, high=hi, unit=unit)
     elif low is not None and float(f"{low:g}") < low:
-        values = _("above %(low)s%(unit)s", low=f"{low:g}", unit=unit)
+        values = _("above %(low)s%(unit)s", low=lo, unit=unit)
     elif low is not None:
-        values = _("%(low)s or more%(unit)s", low=f"{low:g}", unit=unit)
+        values = _("%(low)s or more%(unit)s", low=lo, unit=unit)
     elif high is not None and float(f"{high:g}") > high:
-        values = _("below %(high)s%(unit)s", high=f"{high:g}", unit=unit)
+        values = _("below %(high)s%(unit)s", high=hi, unit=unit)
     else:
-        values = _("%(high)s or less%(unit)s", high=f"{high or 0:g}", unit=unit)
+        values = _("%(high)s or less%(unit)s", high=hi or "0", unit=unit)
     if criterion.kind == "inclusion":
         return str(_("Included when the value is %(values)s.", values=values))
     return str(_("Excluded when the value is %(values)s.", values=values))

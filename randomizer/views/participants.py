@@ -18,6 +18,7 @@ from wtforms.fields.choices import SelectChoice
 from randomizer.auth import can_see_site, current, current_actor, roles_required
 from randomizer.db import db, utcnow
 from randomizer.errors import RandomizerError, shown_message
+from randomizer.forms import format_number
 from randomizer.models import Participant, ParticipantStatus, Role, Study
 from randomizer.services import enrollment, idempotency
 from randomizer.services.studies import definition_of, get_study
@@ -143,6 +144,12 @@ def _show_error(form: Any, err: RandomizerError, field: Any = None) -> None:
         target.errors = [*target.errors, shown_message(err)]
     else:
         form.form_errors.append(shown_message(err))
+
+
+@bp.app_template_filter("number")
+def number_filter(value: float | int) -> str:
+    """A stored number as the page's language writes it (``0,8`` on a Spanish page)."""
+    return format_number(value)
 
 
 # --- lists -----------------------------------------------------------------------------

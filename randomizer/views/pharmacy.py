@@ -16,7 +16,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from randomizer.auth import current, current_actor, roles_required
 from randomizer.db import db
-from randomizer.errors import NotFound, RandomizerError
+from randomizer.errors import NotFound, RandomizerError, shown_message
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
 from randomizer.services import pharmacy, shipments
 from randomizer.services.database_lock import refuse_if_locked
@@ -58,7 +58,17 @@ class FinishForm(FlaskForm):
 
 
 class DispenseForm(FlaskForm):
-    kit_code = StringField(_l("Scan the kit"), validators=[Optional(), Length(max=32)])
+    kit_code = StringField(
+        _l("Scan the kit"),
+        validators=[
+            DataRequired(message=_l("Scan the kit: scan or type the code on the kit's label.")),
+            Length(max=32),
+        ],
+    )
+
+
+class SetAsideForm(FlaskForm):
+    pass
 
 
 class DamageForm(FlaskForm):
@@ -138,7 +148,10 @@ def _queue(study: Study, forms: dict[int, DispenseForm] | None = None) -> str:
         if item.dispensation_id not in forms:
             prefix = f"d{item.dispensation_id}-"
             forms[item.dispensation_id] = DispenseForm(formdata=None, prefix=prefix)
-    return render_template("pharmacy/queue.html", study=study, items=items, forms=forms)
+    return render_template(
+        "pharmacy/queue.html", study=study, items=items, forms=forms,
+        set_aside=SetAsideForm(formdata=None),
+    )  # fmt: skip
 
 
 @bp.get("/<code>/queue")
@@ -171,6 +184,28 @@ def dispense(code: str, dispensation_id: int) -> Any:
         return _queue(study, {dispensation_id: form}), err.status
     db.session.commit()
     flash(_("Kit %(code)s was dispensed.", code=kit.code), "success")
+    return redirect(url_for(".queue", code=code))
+
+
+@bp.post("/<code>/queue/<int:dispensation_id>/set-aside")
+@roles_required(PHARM)
+def set_aside(code: str, dispensation_id: int) -> Any:
+    study = get_study(db.session(), code)
+    own = _own(study)
+    dispensation = pharmacy.get_dispensation(db.session(), study, dispensation_id, sites=own)
+    if not SetAsideForm().validate_on_submit():
+        return _queue(study), 400
+    try:
+        kit = pharmacy.set_aside(
+            db.session(), study, dispensation=dispensation, actor=current_actor(), sites=own
+        )
+    except RandomizerError as err:
+        db.session.rollback()
+        flash(shown_message(err), "error")
+        return _queue(study), err.status
+    db.session.commit()
+    flash(_("Kit %(code)s was set aside (quarantined); it will not be dispensed.", code=kit.code),
+          "success")  # fmt: skip
     return redirect(url_for(".queue", code=code))
 
 

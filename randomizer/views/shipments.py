@@ -10,13 +10,14 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import IntegerField, SelectField, StringField
+from wtforms import SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
 from randomizer.auth import current_actor, roles_required
 from randomizer.db import db
 from randomizer.errors import RandomizerError
+from randomizer.forms import LocaleIntegerField
 from randomizer.models import Role, Study
 from randomizer.services import shipments
 from randomizer.services.studies import get_study
@@ -36,7 +37,7 @@ navigation.register(
 
 class ShipmentForm(FlaskForm):
     site = SelectField(_l("Site"), choices=[])
-    count = IntegerField(
+    count = LocaleIntegerField(
         _l("Number of kits"),
         validators=[InputRequired(), NumberRange(1, shipments.MAX_SHIPMENT_KITS)],
     )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-01 14:34:16.093858
+Create Date: 2026-12-01 15:51:55.712813
 """
 
 from __future__ import annotations
@@ -531,7 +531,8 @@ def upgrade() -> None:
         sa.Column("replaces_id", sa.Integer(), nullable=True),
         sa.Column("override_reason", sa.Text(), nullable=True),
         sa.CheckConstraint(
-            "status IN ('allocated', 'dispensed', 'replaced')", name=op.f("ck_dispensation_status")
+            "status IN ('allocated', 'dispensed', 'replaced', 'set_aside')",
+            name=op.f("ck_dispensation_status"),
         ),
         sa.ForeignKeyConstraint(["kit_id"], ["kit.id"], name=op.f("fk_dispensation_kit_id_kit")),
         sa.ForeignKeyConstraint(
