@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from randomizer import audit, kitcodes
 from randomizer.db import utcnow
 from randomizer.errors import (
+    N_,
     AlreadyRandomized,
     Conflict,
     InvalidInput,
@@ -119,7 +120,11 @@ def get_participant(session: Session, participant_id: int) -> Participant:
 
 def participant_not_found(participant_id: int) -> NotFound:
     """The one answer for an unknown participant and for one outside the caller's sites."""
-    return NotFound(f"No participant {participant_id} at your sites.", field="participant_id")
+    return NotFound(
+        N_("No participant %(participant_id)s at your sites."),
+        field="participant_id",
+        participant_id=participant_id,
+    )
 
 
 def list_participants(
@@ -167,7 +172,7 @@ def baseline_visit(definition: StudyDefinition) -> VisitDef:
 def visit_window(definition: StudyDefinition, participant: Participant, visit: str) -> VisitWindow:
     """The visit's window counted from the randomization date."""
     if participant.randomized_at is None:
-        raise Conflict("The participant is not randomized yet.", field="visit")
+        raise Conflict(N_("The participant is not randomized yet."), field="visit")
     v = definition.visit(visit)
     due = participant.randomized_at.date() + dt.timedelta(days=v.day)
     spread = dt.timedelta(days=v.window_days)
@@ -231,7 +236,7 @@ def correct_screening(
     refuse_if_locked(study)
     if participant.status not in SCREENING:
         raise Conflict(
-            "Screening data can be corrected only before randomization.", field="participant"
+            N_("Screening data can be corrected only before randomization."), field="participant"
         )
     why = _reason(reason)
     old = _screening_values(participant)
@@ -250,7 +255,7 @@ def correct_screening(
     participant.status = P.SCREEN_FAILED if failed else P.ELIGIBLE
     new = _screening_values(participant)
     if new == old:
-        raise InvalidInput("Nothing was changed: edit a value to correct it.", field="reason")
+        raise InvalidInput(N_("Nothing was changed: edit a value to correct it."), field="reason")
     changed = [key for key in new if new[key] != old[key]]
     session.flush()
     audit.record(
@@ -279,18 +284,21 @@ def _judge(
     try:
         return definition.stratum_key(site, factors), definition.evaluate_eligibility(eligibility)
     except InvalidAnswer as exc:
-        raise InvalidInput(f"{exc.field}: {exc.reason}.", field=exc.field) from None
+        raise InvalidInput(
+            N_("%(name)s: %(reason)s."), field=exc.field, name=exc.field, reason=exc.reason
+        ) from None
 
 
 def _screening_number(value: object) -> str:
     number = value.strip() if isinstance(value, str) else ""
     if not number:
-        raise InvalidInput("screening_number: a screening number is required.",
+        raise InvalidInput(N_("screening_number: a screening number is required."),
                            field="screening_number")  # fmt: skip
     if len(number) > MAX_SCREENING_NUMBER or not number.isprintable():
         raise InvalidInput(
-            f"screening_number: must be at most {MAX_SCREENING_NUMBER} printable characters.",
+            N_("screening_number: must be at most %(max_screening_number)s printable characters."),
             field="screening_number",
+            max_screening_number=MAX_SCREENING_NUMBER,
         )
     return number
 
@@ -310,17 +318,20 @@ def _refuse_duplicate(session: Session, study: Study, number: str, is_test: bool
 
 def _duplicate(number: str) -> Conflict:
     return Conflict(
-        f"screening_number: {number!r} is already registered in this study.",
+        N_("screening_number: '%(number)s' is already registered in this study."),
         field="screening_number",
+        number=number,
     )
 
 
 def _reason(reason: object) -> str:
     text = reason.strip() if isinstance(reason, str) else ""
     if not text:
-        raise InvalidInput("reason: give the reason for this change.", field="reason")
+        raise InvalidInput(N_("reason: give the reason for this change."), field="reason")
     if len(text) > MAX_REASON:
-        raise InvalidInput(f"reason: at most {MAX_REASON} characters.", field="reason")
+        raise InvalidInput(
+            N_("reason: at most %(max_reason)s characters."), field="reason", max_reason=MAX_REASON
+        )
     return text
 
 
@@ -358,19 +369,22 @@ def _lock_participant(session: Session, participant_id: int) -> Participant:
 def _refuse_unless_eligible(participant: Participant) -> None:
     if participant.randomization_number is not None:
         raise AlreadyRandomized(
-            "This participant is already randomized; nothing was changed.", field="participant"
+            N_("This participant is already randomized; nothing was changed."), field="participant"
         )
     if participant.status is P.WITHDRAWN:
         raise Conflict(
-            "This participant was withdrawn before randomization; nothing was changed.",
+            N_("This participant was withdrawn before randomization; nothing was changed."),
             field="participant",
         )
     if participant.status is P.SCREEN_FAILED:
         failed = ", ".join(participant.failed_criteria)
         raise NotEligible(
-            f"This participant failed screening ({failed}) and cannot be randomized; "
-            "nothing was changed.",
+            N_(
+                "This participant failed screening (%(failed)s) and cannot be "
+                "randomized; nothing was changed."
+            ),
             field="eligibility",
+            failed=failed,
         )
 
 
@@ -395,8 +409,10 @@ def randomize(
     _refuse_unless_eligible(participant)  # it may have changed while we waited
     if participant.is_test != (study.mode is StudyMode.TESTING):
         raise Conflict(
-            "This participant was registered as test data before the study went live and "
-            "cannot be randomized in the live study.",
+            N_(
+                "This participant was registered as test data before the study went live and "
+                "cannot be randomized in the live study."
+            ),
             field="participant",
         )
     slot, arm = _next_slot(session, study, participant)
@@ -434,8 +450,10 @@ def _next_slot(
     allocation_list = lists.find_list(session, study, kind)
     if allocation_list is None:
         raise StratumExhausted(
-            "Randomization is not open yet: the study has no allocation list. Nothing was "
-            "changed; ask the study statistician.",
+            N_(
+                "Randomization is not open yet: the study has no allocation list. Nothing was "
+                "changed; ask the study statistician."
+            ),
             field="list",
         )
     lock_stratum(session, allocation_list, participant.stratum)
@@ -451,8 +469,10 @@ def _next_slot(
     )
     if slot is None:
         raise StratumExhausted(
-            "The allocation list has no free place left for this participant's stratum. "
-            "Nothing was changed; ask the study statistician to extend the list.",
+            N_(
+                "The allocation list has no free place left for this participant's stratum. "
+                "Nothing was changed; ask the study statistician to extend the list."
+            ),
             field="list",
         )
     sealer = sealer_by_key_id(session, study, allocation_list.data_key_id)
@@ -491,14 +511,21 @@ def dispense(
     reason = override_reason.strip() if isinstance(override_reason, str) else ""
     if not window.contains(today) and not reason:
         raise InvalidInput(
-            f"Today ({today.isoformat()}) is outside the window of visit {code} "
-            f"({window.opens.isoformat()} to {window.closes.isoformat()}, due "
-            f"{window.due.isoformat()}). Give an override reason to allocate the kit anyway.",
+            N_(
+                "Today (%(today)s) is outside the window of visit %(code)s (%(opens)s to "
+                "%(closes)s, due %(due)s). Give an override reason to allocate the kit "
+                "anyway."
+            ),
             field="override_reason",
+            today=today.isoformat(),
+            code=code,
+            opens=window.opens.isoformat(),
+            closes=window.closes.isoformat(),
+            due=window.due.isoformat(),
         )
     if reason and len(reason) > MAX_REASON:
-        raise InvalidInput(f"override_reason: at most {MAX_REASON} characters.",
-                           field="override_reason")  # fmt: skip
+        raise InvalidInput(N_("override_reason: at most %(max_reason)s characters."),
+                           field="override_reason", max_reason=MAX_REASON)  # fmt: skip
     check_signature(session, signer, password, DISPENSE_MEANING.format(visit=code))
     signed_at, actor = utcnow(), actor_of(signer)
     participant = _lock_participant(session, participant.id)
@@ -533,13 +560,15 @@ def _dispensing_visit(definition: StudyDefinition, participant: Participant, vis
     if not isinstance(visit, str) or visit not in later:
         choices = ", ".join(later) or "none"
         raise InvalidInput(
-            f"visit: must be a later dispensing visit of the study ({choices}).", field="visit"
+            N_("visit: must be a later dispensing visit of the study (%(choices)s)."),
+            field="visit",
+            choices=choices,
         )
     if participant.status is not P.RANDOMIZED:
         raise Conflict(
-            f"Only randomized participants receive kits (this one is "
-            f"{participant.status.value.replace('_', ' ')}).",
+            N_("Only randomized participants receive kits (this one is %(status)s)."),
             field="participant",
+            status=participant.status,
         )
     return visit
 
@@ -548,7 +577,7 @@ def _arm_of(session: Session, study: Study, participant: Participant) -> str:
     """The arm of the slot bound to the participant (opened for allocation only)."""
     arm = lists.participant_arm(session, study, participant.id)
     if arm is None:
-        raise Conflict("This participant has no allocation slot.", field="participant")
+        raise Conflict(N_("This participant has no allocation slot."), field="participant")
     return arm
 
 
@@ -573,7 +602,7 @@ def replace_kit(
     refuse_if_locked(study)
     if participant.status is not P.RANDOMIZED:
         raise Conflict(
-            "Only kits of randomized participants are replaced here.", field="participant"
+            N_("Only kits of randomized participants are replaced here."), field="participant"
         )
     held = session.scalar(
         select(Dispensation)
@@ -585,7 +614,9 @@ def replace_kit(
         )
     )
     if held is None:
-        raise InvalidInput(f"kit_code: this participant holds no kit {code!r}.", field="kit_code")
+        raise InvalidInput(
+            N_("kit_code: this participant holds no kit '%(code)s'."), field="kit_code", code=code
+        )
     new = allocation.replace_kit(
         session, study, dispensation=held, reason=why, actor=actor, lost=lost,
         sites=frozenset({participant.site_code}),
@@ -629,9 +660,10 @@ def _change_status(
     why = _reason(reason)
     if participant.status not in allowed_from:
         raise Conflict(
-            f"A participant who is {participant.status.value.replace('_', ' ')} cannot "
-            f"become {to.value.replace('_', ' ')}.",
+            N_("A participant who is %(status)s cannot become %(to)s."),
             field="status",
+            status=participant.status,
+            to=to,
         )
     old = participant.status
     participant.status = to

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit, sequence
-from randomizer.errors import InvalidInput
+from randomizer.errors import N_, InvalidInput, Text
 from randomizer.models import AllocationList, AllocationSlot, ListKind, SlotStatus, Study, User
 from randomizer.services.bulk_unblinding import Signature, check_signers, signed_by
 from randomizer.services.lists import (
@@ -243,14 +243,25 @@ def _check_numbers(session: Session, study: Study, rows: list[_Row]) -> list[str
     return problems
 
 
-def _refusal(filename: str, problems: list[str]) -> str:
+def _refusal(filename: str, problems: list[str]) -> Text:
     shown = problems[:MAX_PROBLEMS]
     more = len(problems) - len(shown)
-    tail = [f"… and {more} more problem(s)"] if more else []
-    head = (
-        f"{filename}: the list was not imported ({len(problems)} problem(s)); nothing was stored:"
+    lines = "\n".join(shown)
+    if more:
+        return Text(
+            N_(
+                "%(filename)s: the list was not imported (%(count)s problems); nothing was "
+                "stored:\n%(problems)s\n… and %(more)s more problems"
+            ),
+            {"filename": filename, "count": len(problems), "problems": lines, "more": more},
+        )
+    return Text(
+        N_(
+            "%(filename)s: the list was not imported (problems: %(count)s); nothing was "
+            "stored:\n%(problems)s"
+        ),
+        {"filename": filename, "count": len(problems), "problems": lines},
     )
-    return "\n".join([head, *shown, *tail])
 
 
 def _list(items: Iterable[str]) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.errors import NotFound
+from randomizer.errors import N_, NotFound
 from randomizer.models import Dispensation, Kit, KitStatus, Participant, Study
 from randomizer.services.kits import list_kits, open_arms
 from randomizer.services.studies import definition_of
@@ -133,7 +133,11 @@ def get_dispensation(
         .where(Dispensation.id == dispensation_id, Participant.study_id == study.id)
     ).first()
     if row is None or row[1].site_code not in set(sites):
-        raise NotFound(f"No dispensation {dispensation_id} at your sites.", field="dispensation")
+        raise NotFound(
+            N_("No dispensation %(dispensation_id)s at your sites."),
+            field="dispensation",
+            dispensation_id=dispensation_id,
+        )
     dispensation: Dispensation = row[0]
     return dispensation
 

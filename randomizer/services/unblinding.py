@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, InvalidInput, NotFound, NotPermitted, SignatureInvalid
+from randomizer.errors import N_, Conflict, InvalidInput, NotFound, NotPermitted, SignatureInvalid
 from randomizer.models import (
     Participant,
     Role,
@@ -52,21 +52,25 @@ def find_participant(session: Session, participant_id: int, user: User) -> Parti
     "another site's" (NotFound), and NotPermitted for every other role."""
     if user.role is not Role.INVESTIGATOR:
         raise NotPermitted(
-            "Only an investigator of the participant's site may unblind a participant."
+            N_("Only an investigator of the participant's site may unblind a participant.")
         )
     participant = session.get(Participant, participant_id) if 0 < participant_id <= MAX_ID else None
     if participant is None or participant.site_code not in user.site_codes:
-        raise NotFound(f"No participant {participant_id} at your sites.", field="participant_id")
+        raise NotFound(
+            N_("No participant %(participant_id)s at your sites."),
+            field="participant_id",
+            participant_id=participant_id,
+        )
     return participant
 
 
 def find_by_number(session: Session, number: str, user: User) -> list[Participant]:
     """Participants at the investigator's sites with this randomization number (any study)."""
     if user.role is not Role.INVESTIGATOR:
-        raise NotPermitted("Only investigators unblind participants.")
+        raise NotPermitted(N_("Only investigators unblind participants."))
     wanted = _normalise(number)
     if not wanted:
-        raise InvalidInput("Type the randomization number.", field="randomization_number")
+        raise InvalidInput(N_("Type the randomization number."), field="randomization_number")
     return list(
         session.scalars(
             select(Participant)
@@ -106,8 +110,10 @@ def unblind(
     check_signature(session, actor_user, password, UNBLIND_MEANING)
     if has_second_factor(actor_user) and not verify_totp(session, actor_user, totp_code):
         raise SignatureInvalid(
-            "The one-time code is not valid: nothing was disclosed. Enter the current code "
-            "from your authenticator app.",
+            N_(
+                "The one-time code is not valid: nothing was disclosed. Enter the current code "
+                "from your authenticator app."
+            ),
             field="totp_code",
         )
     arm_code = participant_arm(session, study, participant)
@@ -132,7 +138,7 @@ def redisclose(
     """
     participant = find_participant(session, participant.id, actor_user)
     if participant.unblinded_at is None:
-        raise Conflict("This participant has not been unblinded.", field="participant_id")
+        raise Conflict(N_("This participant has not been unblinded."), field="participant_id")
     study = session.get_one(Study, participant.study_id)
     arm_code = participant_arm(session, study, participant)
     audit.record(
@@ -160,7 +166,7 @@ def participant_arm(session: Session, study: Study, participant: Participant) ->
 
 def _not_randomized() -> Conflict:
     return Conflict(
-        "This participant has not been randomized: there is no treatment to disclose.",
+        N_("This participant has not been randomized: there is no treatment to disclose."),
         field="participant_id",
     )
 
@@ -182,13 +188,19 @@ def _check_reason(
     allowed = definition.unblinding_reasons
     if not isinstance(reason_category, str) or reason_category not in allowed:
         raise InvalidInput(
-            f"Choose a reason category: one of {', '.join(allowed)}.", field="reason_category"
+            N_("Choose a reason category: one of %(choices)s."),
+            field="reason_category",
+            choices=", ".join(allowed),
         )
     text = reason.strip() if isinstance(reason, str) else ""
     if not text:
-        raise InvalidInput("State the reason for unblinding in your own words.", field="reason")
+        raise InvalidInput(N_("State the reason for unblinding in your own words."), field="reason")
     if len(text) > MAX_REASON:
-        raise InvalidInput(f"The reason may have at most {MAX_REASON} characters.", field="reason")
+        raise InvalidInput(
+            N_("The reason may have at most %(max_reason)s characters."),
+            field="reason",
+            max_reason=MAX_REASON,
+        )
     return reason_category, text
 
 
@@ -200,8 +212,10 @@ def _check_confirmation(participant: Participant, confirm_number: object) -> Non
     typed = _normalise(confirm_number)
     if not typed or typed != (participant.randomization_number or "").upper():
         raise InvalidInput(
-            "The randomization number you typed is not this participant's: check the "
-            "participant and type the number again.",
+            N_(
+                "The randomization number you typed is not this participant's: check the "
+                "participant and type the number again."
+            ),
             field="confirm_number",
         )
 

@@ -7,7 +7,7 @@ from werkzeug.wrappers import Response
 
 from randomizer.auth import current
 from randomizer.db import db
-from randomizer.errors import AuthenticationFailed, NotPermitted
+from randomizer.errors import N_, AuthenticationFailed, NotPermitted
 from randomizer.models import Role
 from randomizer.services.users import user_for_token
 from randomizer.views.openapi import document
@@ -24,17 +24,17 @@ def _authenticate() -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("Send 'Authorization: Bearer <token>'.")
+        raise AuthenticationFailed(N_("Send 'Authorization: Bearer <token>'."))
     user = user_for_token(db.session(), token.strip())
     if user is None:
-        raise AuthenticationFailed("The API token is unknown or revoked.")
+        raise AuthenticationFailed(N_("The API token is unknown or revoked."))
     g.api_user = user
 
 
 def require(*roles: Role) -> None:
     """Refuse the current API user unless they hold one of these roles."""
     if current().role not in roles:
-        raise NotPermitted("Your role may not use this endpoint.")
+        raise NotPermitted(N_("Your role may not use this endpoint."))
 
 
 @bp.get("/openapi.json")

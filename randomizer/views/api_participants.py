@@ -15,7 +15,7 @@ from werkzeug.exceptions import BadRequest
 
 from randomizer.auth import can_see_site, current, current_actor
 from randomizer.db import db
-from randomizer.errors import InvalidInput, NotPermitted, RandomizerError
+from randomizer.errors import N_, InvalidInput, NotPermitted, RandomizerError
 from randomizer.models import Participant, Role, Study
 from randomizer.services import enrollment
 from randomizer.services.studies import definition_of, get_study
@@ -40,7 +40,7 @@ def read_json_object() -> Body:
     """The request body as a JSON object, or a problem naming what is wrong with it."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
-            "Send the body as JSON with the header 'Content-Type: application/json'.",
+            N_("Send the body as JSON with the header 'Content-Type: application/json'."),
             field="Content-Type",
         )
     raw = request.get_data(cache=True)
@@ -48,10 +48,14 @@ def read_json_object() -> Body:
         body = request.get_json(force=True, silent=False)
     except (BadRequest, RecursionError):  # werkzeug's message says nothing useful
         what = "empty" if not raw.strip() else "not valid JSON (UTF-8)"
-        raise MalformedBody(f"The request body is {what}: send a JSON object.") from None
+        raise MalformedBody(
+            N_("The request body is %(what)s: send a JSON object."), what=what
+        ) from None
     if not isinstance(body, dict):
         raise InvalidInput(
-            f"The request body must be a JSON object, not {_json_type(body)}.", field="body"
+            N_("The request body must be a JSON object, not %(type)s."),
+            field="body",
+            type=_json_type(body),
         )
     refuse_control_characters_in(body)
     return body
@@ -61,21 +65,31 @@ def text_field(body: Body, name: str, *, required: bool = True) -> str | None:
     """A string field; missing or wrongly typed fields are named in the error."""
     if name not in body or body[name] is None:
         if required:
-            raise InvalidInput(f"{name}: this field is required.", field=name)
+            raise InvalidInput(N_("%(name)s: this field is required."), field=name, name=name)
         return None
     value = body[name]
     if not isinstance(value, str):
-        raise InvalidInput(f"{name}: must be a string, not {_json_type(value)}.", field=name)
+        raise InvalidInput(
+            N_("%(name)s: must be a string, not %(type)s."),
+            field=name,
+            name=name,
+            type=_json_type(value),
+        )
     return value
 
 
 def object_field(body: Body, name: str) -> Body:
     """An object field (required)."""
     if name not in body:
-        raise InvalidInput(f"{name}: this field is required.", field=name)
+        raise InvalidInput(N_("%(name)s: this field is required."), field=name, name=name)
     value = body[name]
     if not isinstance(value, dict):
-        raise InvalidInput(f"{name}: must be an object, not {_json_type(value)}.", field=name)
+        raise InvalidInput(
+            N_("%(name)s: must be an object, not %(type)s."),
+            field=name,
+            name=name,
+            type=_json_type(value),
+        )
     return value
 
 
@@ -84,7 +98,7 @@ def signature_password(body: Body) -> str:
     signature = object_field(body, "signature")
     password = text_field(signature, "password")
     if not password:
-        raise InvalidInput("signature.password: this field is required.",
+        raise InvalidInput(N_("signature.password: this field is required."),
                            field="signature.password")  # fmt: skip
     return password
 
@@ -117,9 +131,14 @@ def registration_site(study_code: str) -> str:
     site = text_field(read_json_object(), "site") or ""
     if site not in {s.code for s in study.sites}:
         known = ", ".join(s.code for s in study.sites)
-        raise InvalidInput(f"site: {site!r} is not a site of this study ({known}).", field="site")
+        raise InvalidInput(
+            N_("site: '%(site)s' is not a site of this study (%(known)s)."),
+            field="site",
+            site=site,
+            known=known,
+        )
     if not can_see_site(current(), site):
-        raise NotPermitted("site: you may register participants only at your own sites.",
+        raise NotPermitted(N_("site: you may register participants only at your own sites."),
                            field="site")  # fmt: skip
     return site
 
@@ -148,7 +167,7 @@ def find_participants(study_code: str) -> Response:
     study = get_study(db.session(), study_code)
     number = request.args.get("screening_number", "").strip()
     if not number:
-        raise InvalidInput("screening_number: give the screening number to look up.",
+        raise InvalidInput(N_("screening_number: give the screening number to look up."),
                            field="screening_number")  # fmt: skip
     found = enrollment.list_participants(db.session(), study, screening_number=number)
     return jsonify([participant_answer(p) for p in found if can_see_site(current(), p.site_code)])

@@ -11,7 +11,7 @@ from typing import Any
 
 from randomizer.auth import current
 from randomizer.db import db
-from randomizer.errors import InvalidInput
+from randomizer.errors import N_, InvalidInput
 from randomizer.services import unblinding
 from randomizer.views.api import bp
 from randomizer.views.api_participants import iso, object_field, read_json_object, text_field
@@ -46,7 +46,9 @@ def unblind(participant_id: int) -> tuple[Body, int]:
     _one_participant(body, participant_id)
     signature = object_field(body, "signature")
     if unknown := sorted(set(signature) - SIGNATURE_FIELDS):
-        raise InvalidInput(f"signature.{unknown[0]}: unknown field.", field="signature")
+        raise InvalidInput(
+            N_("signature.%(unknown)s: unknown field."), field="signature", unknown=unknown[0]
+        )
     session = db.session()
     participant = unblinding.find_participant(session, participant_id, current())
     result = unblinding.unblind(
@@ -64,13 +66,14 @@ def _one_participant(body: Body, participant_id: int) -> None:
     """Exactly one participant per request: the URL's. A body naming others is refused."""
     if unknown := sorted(set(body) - FIELDS):
         raise InvalidInput(
-            f"{unknown[0]}: unknown field. One participant per request, named in the URL.",
+            N_("%(unknown)s: unknown field. One participant per request, named in the URL."),
             field=unknown[0],
+            unknown=unknown[0],
         )
     named = body.get("participant_id", participant_id)
     if isinstance(named, bool) or named != participant_id:
         raise InvalidInput(
-            "participant_id: one participant per request, and it must be the URL's.",
+            N_("participant_id: one participant per request, and it must be the URL's."),
             field="participant_id",
         )
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, request
-from flask_babel import gettext as _
 from werkzeug.routing import BaseConverter, IntegerConverter, Map
 
-from randomizer.errors import MalformedInput
+from randomizer.errors import N_, MalformedInput
 from randomizer.inputs import MAX_INT, has_control_character, whole_number
 
 #: Query arguments the views fall back from when they are malformed (a bad ``next=`` after
@@ -87,9 +86,7 @@ def query_number(name: str, default: int, *, maximum: int = MAX_INT) -> int:
 def _malformed(name: str) -> MalformedInput:
     shown = name if not has_control_character(name) else repr(name)
     return MalformedInput(
-        _(
-            "%(field)s: contains a control character (such as NUL); remove it and send again.",
-            field=shown,
-        ),
+        N_("%(name)s: contains a control character (such as NUL); remove it and send again."),
         field=shown,
+        name=shown,
     )

@@ -16,7 +16,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from randomizer.auth import current_actor, roles_required
 from randomizer.db import db
-from randomizer.errors import RandomizerError
+from randomizer.errors import RandomizerError, shown_message
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
 from randomizer.services.blinded_kits import AT_SITE, blinded_kits, blinded_totals
 from randomizer.services.kits import MAX_KITS_PER_CALL, generate_kits, set_status
@@ -110,7 +110,7 @@ def refuse(form: FlaskForm, err: RandomizerError, default: str) -> None:
     """Roll back and put a service's refusal next to the field it names."""
     db.session.rollback()
     target = form[err.field] if err.field and err.field in form else form[default]
-    target.errors = [*target.errors, err.message]
+    target.errors = [*target.errors, shown_message(err)]
 
 
 def _generate_form(study: Study) -> GenerateKitsForm:

@@ -16,7 +16,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from randomizer.auth import current, current_actor, roles_required
 from randomizer.db import db
-from randomizer.errors import NotFound, RandomizerError
+from randomizer.errors import N_, NotFound, RandomizerError
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
 from randomizer.services import pharmacy, shipments
 from randomizer.services.database_lock import refuse_if_locked
@@ -74,7 +74,7 @@ def _own(study: Study) -> frozenset[str]:
     """The pharmacist's sites in this study; a study without any answers 404."""
     sites = current().site_codes & {s.code for s in study.sites}
     if not sites:
-        raise NotFound(f"No study {study.code} at your sites.", field="study")
+        raise NotFound(N_("No study %(study)s at your sites."), field="study", study=study.code)
     return frozenset(sites)
 
 
@@ -112,7 +112,12 @@ def inventory(code: str) -> str:
     own = _own(study)
     site = request.args.get("site") or None
     if site is not None and site not in own:
-        raise NotFound(f"No site {site!r} of yours in study {study.code}.", field="site")
+        raise NotFound(
+            N_("No site '%(site)s' of yours in study %(study)s."),
+            field="site",
+            site=site,
+            study=study.code,
+        )
     where = [site] if site else sorted(own)
     total = count_kits(db.session(), study, sites=where)
     pages = max(1, -(-total // INVENTORY_PAGE))
