@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,13 @@ from babel.messages.pofile import read_po
 from flask.testing import FlaskClient
 
 from randomizer import settings
+from randomizer.models import KitStatus, ListKind, ParticipantStatus, Role, ShipmentStatus
 from tests.conftest import PASSWORD, login
 
 PACKAGE = Path(__file__).parents[1] / "randomizer"
 CATALOGUE = PACKAGE / "translations" / "es" / "LC_MESSAGES" / "messages.po"
 TEMPLATE = PACKAGE / "translations" / "messages.pot"
-KEYWORDS = {**DEFAULT_KEYWORDS, "_l": None, "lazy_gettext": None}
+KEYWORDS = {**DEFAULT_KEYWORDS, "_l": None, "lazy_gettext": None, "N_": None}
 
 #: The foundation's user-facing files: sign-in, errors, the layout and the start page.
 FOUNDATION_TEMPLATES = ["base.html", "login.html", "login_totp.html", "home.html", "error.html"]
@@ -231,3 +233,130 @@ def test_error_pages_are_translated(client: FlaskClient):
     html = client.get("/nowhere", headers={"Accept-Language": "es"}).get_data(as_text=True)
     assert "Página no encontrada" in html
     assert "Volver a la página de inicio" in html
+
+
+# --- refusals ----------------------------------------------------------------------------
+
+#: The exception classes whose message reaches people; their subclasses are found below.
+REFUSAL_ROOTS = {"RandomizerError", "InvalidAnswer"}
+
+
+def _refusal_classes(trees: list[ast.Module]) -> set[str]:
+    """Every class that derives, however indirectly, from a refusal root."""
+    found = set(REFUSAL_ROOTS)
+    classes = [node for tree in trees for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    while True:
+        more = {
+            c.name
+            for c in classes
+            if c.name not in found
+            and any(isinstance(b, ast.Name) and b.id in found for b in c.bases)
+        }
+        if not more:
+            return found
+        found |= more
+
+
+def _wording_argument(call: ast.Call, name: str) -> ast.expr | None:
+    if name == "InvalidAnswer":  # (field, reason, **params)
+        return call.args[1] if len(call.args) > 1 else None
+    if call.args:
+        return call.args[0]
+    return next((k.value for k in call.keywords if k.arg == "message"), None)
+
+
+def _marked(node: ast.expr) -> str | None:
+    """The literal inside ``N_("...")``, or None."""
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "N_"
+        and len(node.args) == 1
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ):
+        return node.args[0].value
+    return None
+
+
+def _wording_problems(sources: dict[str, str], catalogue: Any) -> list[str]:
+    """Refusals raised with English text built in place, or with an untranslated msgid."""
+    trees = {name: ast.parse(text) for name, text in sources.items()}
+    classes = _refusal_classes(list(trees.values()))
+    problems = []
+    for name, tree in trees.items():
+        for call in ast.walk(tree):
+            if not isinstance(call, ast.Call):
+                continue
+            func = call.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if called not in classes:
+                continue
+            where = f"{name}:{call.lineno}"
+            argument = _wording_argument(call, called)
+            options = (
+                [argument.body, argument.orelse] if isinstance(argument, ast.IfExp) else [argument]
+            )
+            for option in options:
+                msgid = _marked(option) if option is not None else None
+                if msgid is not None:
+                    entry = catalogue.get(msgid)
+                    if entry is None or not entry.string or entry.fuzzy:
+                        problems.append(f"{where}: not translated: {msgid!r}")
+                elif (
+                    option is None
+                    or isinstance(option, ast.Constant | ast.JoinedStr | ast.BinOp)
+                    or (isinstance(option, ast.Attribute) and option.attr == "message")
+                    or (
+                        isinstance(option, ast.Call)
+                        and isinstance(option.func, ast.Name)
+                        and option.func.id in {"str", "_", "gettext", "format"}
+                    )
+                ):
+                    problems.append(f'{where}: the wording must be N_("...") with parameters')
+    return problems
+
+
+def _package_sources() -> dict[str, str]:
+    return {
+        str(path.relative_to(PACKAGE)): path.read_text(encoding="utf-8")
+        for path in PACKAGE.rglob("*.py")
+        if "migrations" not in path.parts
+    }
+
+
+def test_every_refusal_raised_anywhere_is_marked_and_translated():
+    """No module builds a refusal in English: each is a msgid the Spanish catalogue covers."""
+    sources = _package_sources()
+    assert sum(s.count("raise ") for s in sources.values()) > 200
+    assert _wording_problems(sources, _catalogue()) == []
+
+
+def test_the_refusal_check_catches_built_and_untranslated_wordings():
+    source = (
+        "class Refused(RandomizerError): pass\n"
+        "raise Refused(f'Kit {code} is gone')\n"
+        "raise NotFound('No kit.')\n"
+        "raise Refused(N_('A wording nobody translated.'))\n"
+        "raise Refused(N_('Describe the damage.'))\n"
+        "raise InvalidAnswer('site', 'unknown site')\n"
+    )
+    problems = _wording_problems(
+        {
+            "x.py": source,
+            "errors.py": "class NotFound(Conflict): pass\nclass Conflict(RandomizerError): pass\n",
+        },
+        _catalogue(),
+    )
+    assert [p.split(":")[1] for p in problems] == ["2", "3", "4", "6"]
+
+
+def test_every_status_word_a_refusal_can_quote_is_translated():
+    """Refusals quote statuses and roles by their value; each has its Spanish word."""
+    catalogue = _catalogue()
+    words = [
+        member.value.replace("_", " ")
+        for kind in (KitStatus, ShipmentStatus, ParticipantStatus, Role, ListKind)
+        for member in kind
+    ]
+    assert [w for w in words if not (e := catalogue.get(w)) or not e.string or e.fuzzy] == []

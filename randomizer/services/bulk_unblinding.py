@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.errors import N_, NotPermitted
+from randomizer.errors import N_, NotPermitted, Text
 from randomizer.models import Role, Study, StudyMode, User
 from randomizer.services.cosign import check_signer
 from randomizer.services.kits import export_rows, list_kits, open_arms
@@ -56,7 +56,7 @@ def check_signers(
                 "one per line)."
             ),
             field=FIELDS[min(len(signatures), len(FIELDS) - 1)],
-            what=what,
+            what=Text(what),
             study=study.code,
             needed=needed,
         )
@@ -84,7 +84,7 @@ def export_kits_unblinded(
 ) -> list[dict[str, str]]:
     """The kit list with arms, after the signatures a live study needs; audited with them."""
     signers = check_signers(
-        session, study, signatures, live=study.mode is StudyMode.LIVE, what="the kit list"
+        session, study, signatures, live=study.mode is StudyMode.LIVE, what=N_("the kit list")
     )
     kits = list_kits(session, study)
     arms = open_arms(session, study, kits)

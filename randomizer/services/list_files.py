@@ -294,7 +294,7 @@ def export_list(
     signers: list[User] = []
     if unblinded:
         live = kind is ListKind.LIVE
-        what = "the live list" if live else "the dummy list"
+        what = N_("the live list") if live else N_("the dummy list")
         signers = check_signers(session, study, signatures, live=live, what=what)
     # The block structure is sealed with the arm: every slot is opened, the arm is written
     # only when unblinded.

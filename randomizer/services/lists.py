@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from randomizer import audit, sequence
 from randomizer.crypto import NONCE_BYTES, IntegrityFailure, pad, unpad
 from randomizer.db import utcnow
-from randomizer.errors import N_, Conflict, InvalidInput, NotFound
+from randomizer.errors import N_, Conflict, InvalidInput, NotFound, Text
 from randomizer.models import (
     AllocationList,
     AllocationSlot,
@@ -201,20 +201,20 @@ def _check_changeable(study: Study, kind: ListKind, action: str) -> None:
             N_("Study %(study)s is live: its dummy list is archived and cannot be %(action)s."),
             field="list",
             study=study.code,
-            action=action,
+            action=Text(action),
         )
     if study.mode is StudyMode.LIVE and action != "extended":
         raise Conflict(
             N_("Study %(study)s is live: its live list can be extended, never %(action)s."),
             field="list",
             study=study.code,
-            action=action,
+            action=Text(action),
         )
 
 
 def check_new_list(session: Session, study: Study, kind: ListKind) -> None:
     """Refuse a list of this kind when the study already has one or is live."""
-    _check_changeable(study, kind, "replaced")
+    _check_changeable(study, kind, N_("replaced"))
     if find_list(session, study, kind) is not None:
         raise Conflict(
             N_(
@@ -425,7 +425,7 @@ def extend_stratum(
 
     Returns the number of slots added (at least ``slots``: blocks are never cut).
     """
-    _check_changeable(study, kind, "extended")
+    _check_changeable(study, kind, N_("extended"))
     row = session.scalars(
         select(AllocationList)
         .where(AllocationList.study_id == study.id, AllocationList.kind == kind)

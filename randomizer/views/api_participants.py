@@ -47,9 +47,11 @@ def read_json_object() -> Body:
     try:
         body = request.get_json(force=True, silent=False)
     except (BadRequest, RecursionError):  # werkzeug's message says nothing useful
-        what = "empty" if not raw.strip() else "not valid JSON (UTF-8)"
+        empty = not raw.strip()
         raise MalformedBody(
-            N_("The request body is %(what)s: send a JSON object."), what=what
+            N_("The request body is empty: send a JSON object.")
+            if empty
+            else N_("The request body is not valid JSON (UTF-8): send a JSON object.")
         ) from None
     if not isinstance(body, dict):
         raise InvalidInput(
