@@ -10,6 +10,7 @@ from flask import Flask, request, session
 from flask_babel import Babel, get_locale
 from flask_wtf import CSRFProtect
 
+from randomizer import wording
 from randomizer.crypto import PASSWORD_PROFILES, KeyFileError, use_password_profile
 from randomizer.db import configure_engine, db
 from randomizer.errors import N_, ConfigurationError, register_error_handlers
@@ -180,6 +181,9 @@ def init_extensions(app: Flask) -> None:
         configure_engine(db.engine)
     csrf.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
+    # E-mails are worded outside any request: they read the same catalogues as the pages.
+    first = str(app.config.get("BABEL_TRANSLATION_DIRECTORIES", "translations")).split(";")[0]
+    wording.translation_directory = Path(app.root_path) / first
     app.jinja_env.add_extension("jinja2.ext.do")
     app.jinja_env.globals["current_locale"] = lambda: str(get_locale() or "es")
     auth.init_app(app)

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from babel import support
 
 
 def N_(msgid: str) -> str:
     """Mark a wording for extraction; it is translated where it is shown, not here."""
+    return msgid
+
+
+#: A gettext: English msgid in, the reader's wording out.
+Translate = Callable[[str], str]
+
+
+def english(msgid: str) -> str:
+    """The identity translation: the English wording (CLI, logs, API without a language)."""
     return msgid
 
 
@@ -53,3 +66,31 @@ def _value(value: object, translate: Callable[[str], str]) -> object:
     if isinstance(value, enum.Enum):
         return translate(str(value.value).replace("_", " "))
     return value
+
+
+#: Where the compiled catalogues are (``make translations``); the app sets its own.
+translation_directory = Path(__file__).parent / "translations"
+#: The languages of a message whose reader's language is not known (e-mails), in order.
+MAIL_LANGUAGES = ("es", "en")
+
+
+@functools.cache
+def _catalogue(directory: Path, locale: str) -> support.NullTranslations:
+    return support.Translations.load(str(directory), [locale])
+
+
+def translator(locale: str) -> Translate:
+    """The gettext of ``locale`` from the compiled catalogues (English when there are none)."""
+    if locale == "en":
+        return english
+    return _catalogue(translation_directory, locale).gettext
+
+
+def in_every_language(text: Text) -> list[str]:
+    """``text`` in each of MAIL_LANGUAGES, each wording once."""
+    shown: list[str] = []
+    for locale in MAIL_LANGUAGES:
+        words = text.render(translator(locale))
+        if words not in shown:
+            shown.append(words)
+    return shown

@@ -55,13 +55,14 @@ from randomizer.services.keyring import sealer_by_key_id
 from randomizer.services.pausing import refuse_if_paused
 from randomizer.services.studies import definition_of
 from randomizer.services.supply import allocation
-from randomizer.services.users import actor_of, check_signature
+from randomizer.services.users import actor_of, check_signature, signature_record
 from randomizer.studydef import InvalidAnswer, StudyDefinition, VisitDef
+from randomizer.wording import Text, Translate, english
 
 #: The meaning the investigator signs when randomizing (21 CFR 11.50).
-RANDOMIZE_MEANING = "I confirm this participant is eligible and request randomization"
-#: The meaning signed for a later dispensing visit (``{visit}`` is the visit code).
-DISPENSE_MEANING = "I confirm this participant attends visit {visit} and request its kit"
+RANDOMIZE_MEANING = N_("I confirm this participant is eligible and request randomization")
+#: The meaning signed for a later dispensing visit (``%(visit)s`` is the visit code).
+DISPENSE_MEANING = N_("I confirm this participant attends visit %(visit)s and request its kit")
 MAX_SCREENING_NUMBER = 64
 MAX_REASON = 2000
 #: Largest id the integer columns hold; larger ids in URLs are simply unknown.
@@ -389,14 +390,20 @@ def _refuse_unless_eligible(participant: Participant) -> None:
 
 
 def randomize(
-    session: Session, participant: Participant, *, signer: User, password: object
+    session: Session,
+    participant: Participant,
+    *,
+    signer: User,
+    password: object,
+    translate: Translate = english,
 ) -> Randomization:
     """Signed randomization: the next free slot of the stratum, its arm's kit, no arm shown.
 
     Refusals (NotEligible, SignatureInvalid, AlreadyRandomized, StratumExhausted,
     SupplyUnavailable) happen before anything is written or are undone by the caller's
     rollback. Exactly one ``participant.randomize`` event records a success, with the
-    signer's full name, the UTC time and the meaning of the signature.
+    signer's full name, the UTC time and the meaning of the signature as the signer read
+    it (``translate``: the gettext of the page they signed on) with its English msgid.
     """
     _refuse_unless_eligible(participant)
     check_signature(session, signer, password, RANDOMIZE_MEANING)
@@ -434,8 +441,9 @@ def randomize(
         old={"status": P.ELIGIBLE.value},
         new={"status": P.RANDOMIZED.value, "randomization_number": slot.randomization_number,
              "stratum": participant.stratum, "kit_code": kit.code, "visit": visit,
-             "test": participant.is_test, "signature": _signature(signer, signed_at,
-                                                                 RANDOMIZE_MEANING)},
+             "test": participant.is_test, "signature": signature_record(signer, signed_at,
+                                                                 Text(RANDOMIZE_MEANING),
+                                                                 translate)},
     )  # fmt: skip
     return Randomization(
         participant.id, slot.randomization_number, kit.code, participant.randomized_at
@@ -479,15 +487,6 @@ def _next_slot(
     return slot, lists.slot_arm(session, study, slot, sealer)
 
 
-def _signature(signer: User, signed_at: dt.datetime, meaning: str) -> dict[str, str]:
-    return {
-        "signer": signer.full_name,
-        "username": signer.username,
-        "signed_at": audit.timestamp(signed_at),
-        "meaning": meaning,
-    }
-
-
 def dispense(
     session: Session,
     participant: Participant,
@@ -497,6 +496,7 @@ def dispense(
     password: object,
     override_reason: object = None,
     today: dt.date | None = None,
+    translate: Translate = english,
 ) -> KitForVisit:
     """Signed allocation of the kit for a later dispensing visit, of the participant's arm.
 
@@ -526,7 +526,8 @@ def dispense(
     if reason and len(reason) > MAX_REASON:
         raise InvalidInput(N_("override_reason: at most %(max_reason)s characters."),
                            field="override_reason", max_reason=MAX_REASON)  # fmt: skip
-    check_signature(session, signer, password, DISPENSE_MEANING.format(visit=code))
+    meaning = Text(DISPENSE_MEANING, {"visit": code})
+    check_signature(session, signer, password, str(meaning))
     signed_at, actor = utcnow(), actor_of(signer)
     participant = _lock_participant(session, participant.id)
     refuse_if_locked(study)
@@ -546,7 +547,7 @@ def dispense(
         new={"visit": code, "kit_code": kit.code, "due": window.due.isoformat(),
              "window": [window.opens.isoformat(), window.closes.isoformat()],
              "outside_window": outside,
-             "signature": _signature(signer, signed_at, DISPENSE_MEANING.format(visit=code))},
+             "signature": signature_record(signer, signed_at, meaning, translate)},
         reason=reason if outside else None,
     )  # fmt: skip
     return KitForVisit(

@@ -27,11 +27,18 @@ from randomizer.models import (
 )
 from randomizer.services import lists, notifications
 from randomizer.services.studies import definition_of
-from randomizer.services.users import actor_of, check_signature, has_second_factor, verify_totp
+from randomizer.services.users import (
+    actor_of,
+    check_signature,
+    has_second_factor,
+    signature_record,
+    verify_totp,
+)
 from randomizer.studydef import StudyDefinition
+from randomizer.wording import Text, Translate, english
 
 #: What the investigator signs (21 CFR 11.50: the meaning of the signature).
-UNBLIND_MEANING = "I request emergency unblinding of this participant for the reason given"
+UNBLIND_MEANING = N_("I request emergency unblinding of this participant for the reason given")
 MAX_REASON = 2000
 #: Largest id the integer columns hold; larger ids are simply unknown.
 MAX_ID = 2**31 - 1
@@ -94,11 +101,13 @@ def unblind(
     password: object,
     totp_code: object = None,
     confirm_number: object,
+    translate: Translate = english,
 ) -> UnblindResult:
     """Disclose one participant's arm to an investigator of their site; audited, notified.
 
     Every refusal raises before anything is written (or after flushes the caller's rollback
     undoes). A participant unblinded before is disclosed again, as a new audited event.
+    The signature's meaning is stored as the investigator read it (``translate``).
     """
     participant = find_participant(session, participant.id, actor_user)
     if participant.randomization_number is None:
@@ -123,7 +132,8 @@ def unblind(
     first = participant.unblinded_at is None
     if first:
         participant.unblinded_at, participant.unblinded_by = now, actor_user.username
-    _record(session, study, participant, actor_user, category, why, now, first)
+    signature = signature_record(actor_user, now, Text(UNBLIND_MEANING), translate)
+    _record(session, study, participant, actor_user, category, why, now, signature, first)
     _notify_sponsor(session, study, definition, participant, actor_user, category, now)
     return UnblindResult(participant.id, arm_code, definition.arm(arm_code).name, now)
 
@@ -228,6 +238,7 @@ def _record(
     category: str,
     reason: str,
     at: dt.datetime,
+    signature: dict[str, str],
     first: bool,
 ) -> None:
     """The Unblinding row and the one audit event (never the arm)."""
@@ -258,12 +269,7 @@ def _record(
             "randomization_number": participant.randomization_number,
             "reason_category": category,
             "test": participant.is_test,
-            "signature": {
-                "signer": user.full_name,
-                "username": user.username,
-                "signed_at": audit.timestamp(at),
-                "meaning": UNBLIND_MEANING,
-            },
+            "signature": signature,
         },
         reason=reason,
     )
@@ -280,31 +286,43 @@ def _notify_sponsor(
 ) -> None:
     """Queue the blinded notice: who, when, which participant and site. Never the arm."""
     site = next((s.name for s in definition.sites if s.code == participant.site_code), "")
-    test = "[TEST] " if participant.is_test else ""
-    subject = (
-        f"{test}[randomizer] Emergency unblinding in study {study.code}: participant "
-        f"{participant.randomization_number} at site {participant.site_code}"
+    values = {
+        "study": study.code, "registry": study.registry_id, "title": study.title,
+        "number": participant.randomization_number, "participant": participant.id,
+        "site": participant.site_code, "site_name": site, "signer": user.full_name,
+        "username": user.username, "category": category,
+        "when": at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+    }  # fmt: skip
+    subject = Text(
+        N_(
+            "[randomizer] Emergency unblinding in study %(study)s: participant %(number)s at "
+            "site %(site)s"
+        ),
+        values,
     )
-    body = "\n".join(
-        [
-            f"{test}An investigator unblinded one participant in an emergency.",
-            "",
-            f"Study:        {study.code} ({study.registry_id}) {study.title}",
-            f"Participant:  randomization number {participant.randomization_number} "
-            f"(participant id {participant.id})",
-            f"Site:         {participant.site_code} {site}",
-            f"Unblinded by: {user.full_name} ({user.username}), investigator",
-            f"When (UTC):   {at.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M:%S')}",
-            f"Reason:       {category}",
-            "",
-            "This message does not say which treatment the participant receives. The reason",
-            "given and the investigator's signature are in the service's audit trail.",
-        ]
+    body = Text(
+        N_(
+            "An investigator unblinded one participant in an emergency.\n"
+            "\n"
+            "Study: %(study)s (%(registry)s) %(title)s\n"
+            "Participant: randomization number %(number)s (participant id %(participant)s)\n"
+            "Site: %(site)s %(site_name)s\n"
+            "Unblinded by: %(signer)s (%(username)s), investigator\n"
+            "When (UTC): %(when)s\n"
+            "Reason: %(category)s\n"
+            "\n"
+            "This message does not say which treatment the participant receives. The reason "
+            "given and the investigator's signature are in the service's audit trail.\n"
+        ),
+        values,
     )
+    if participant.is_test:
+        subject = Text(N_("[TEST] %(subject)s"), {"subject": subject})
+        body = Text(N_("[TEST] %(body)s"), {"body": body})
     notifications.queue(
         session,
         study_id=study.id,
         recipients=[c.email for c in definition.sponsor_contacts],
         subject=subject,
-        body=body + "\n",
+        body=body,
     )

@@ -31,6 +31,7 @@ from randomizer.services.second_factor import (
     verify_totp,
 )
 from randomizer.throttle import FailureThrottle
+from randomizer.wording import Text, Translate
 
 __all__ = [
     "MAX_PASSWORD_LENGTH",
@@ -378,6 +379,20 @@ def check_signature(session: Session, user: User, password: object, meaning: str
         )
     if isinstance(throttle, FailureThrottle):
         throttle.clear(session, key)
+
+
+def signature_record(
+    signer: User, signed_at: dt.datetime, meaning: Text, translate: Translate
+) -> dict[str, str]:
+    """A signature as the audit trail keeps it (21 CFR 11.50): who, when, and the meaning
+    in the words the signer read (``translate``: their page's gettext), with the English."""
+    return {
+        "signer": signer.full_name,
+        "username": signer.username,
+        "signed_at": audit.timestamp(signed_at),
+        "meaning": meaning.render(translate),
+        "meaning_en": str(meaning),
+    }
 
 
 def create_token(session: Session, user: User, *, actor: audit.Actor = audit.SYSTEM) -> str:

@@ -107,7 +107,7 @@ def unblind(participant_id: int) -> str | tuple[str, int]:
         result = unblinding.unblind(
             session, participant, actor_user=user, reason_category=form.reason_category.data,
             reason=form.reason.data, password=form.password.data,
-            totp_code=form.totp_code.data, confirm_number=form.confirm_number.data,
+            totp_code=form.totp_code.data, confirm_number=form.confirm_number.data, translate=_,
         )  # fmt: skip
     except RandomizerError as err:
         session.rollback()
@@ -169,6 +169,7 @@ def _form_page(form: UnblindForm, participant: Participant, status: int) -> tupl
         participant=participant,
         study=study,
         needs_code=has_second_factor(current()),
+        meaning=_(unblinding.UNBLIND_MEANING),
     ), status
 
 
