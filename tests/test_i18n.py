@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Iterator
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,29 @@ from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_file
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from randomizer import settings
-from randomizer.models import KitStatus, ListKind, ParticipantStatus, Role, ShipmentStatus
+from randomizer import kitcodes, settings
+from randomizer.audit import SYSTEM
+from randomizer.models import (
+    AuditEvent,
+    KitStatus,
+    ListKind,
+    Notification,
+    ParticipantStatus,
+    Role,
+    Shipment,
+    ShipmentStatus,
+    Study,
+    User,
+)
+from randomizer.services import enrollment, shipments, unblinding
+from randomizer.services.kits import generate_kits
+from randomizer.services.notifications import BODY_SEPARATOR
 from tests.conftest import PASSWORD, login
+from tests.enrollment_support import prepare_supply, register
+from tests.unblinding_support import randomized, supply
 
 PACKAGE = Path(__file__).parents[1] / "randomizer"
 CATALOGUE = PACKAGE / "translations" / "es" / "LC_MESSAGES" / "messages.po"
@@ -360,3 +381,132 @@ def test_every_status_word_a_refusal_can_quote_is_translated():
         for member in kind
     ]
     assert [w for w in words if not (e := catalogue.get(w)) or not e.string or e.fuzzy] == []
+
+
+# --- refusals, e-mails and signatures in the reader's language ---------------------------
+
+
+@pytest.fixture
+def shipment_to_s1(session: Session, study: Study, users: dict[str, User]) -> int:
+    prepare_supply(session, study, per_stratum=8, kits=4)
+    generate_kits(session, study, count=8, actor=SYSTEM)
+    shipment = shipments.propose_manual(session, study, site="S1", count=4, actor=SYSTEM)
+    shipments.dispatch(session, study, shipment=shipment, actor=SYSTEM)
+    session.commit()
+    return shipment.id
+
+
+def _mistyped_receipt(client: FlaskClient, session: Session, shipment_id: int) -> tuple[str, str]:
+    shipment = session.get_one(Shipment, shipment_id)
+    raw = kitcodes.normalise(shipments.shipment_lines(session, shipment)[0].kit_code)
+    typo = next(
+        typed
+        for c in kitcodes.ALPHABET
+        if not kitcodes.is_valid(typed := raw[:-1] + c)
+    )  # fmt: skip
+    assert login(client, "pharm1").status_code == 302
+    response = client.post(
+        f"/pharmacy/TST/shipments/{shipment_id}/receive",
+        data={"codes": typo, "outcome": "received"},
+    )
+    assert response.status_code == 422
+    return typo, html_unescape(response.get_data(as_text=True))
+
+
+def test_a_mistyped_kit_code_is_refused_in_spanish_on_a_spanish_page(
+    client: FlaskClient, session: Session, shipment_to_s1: int
+):
+    typo, html = _mistyped_receipt(client, session, shipment_to_s1)
+    assert (
+        f"'{typo}' no es un código de kit válido: su carácter de control no coincide "
+        "(¿error de digitación?). No se registró nada" in html
+    )
+    assert "is not a valid kit code" not in html
+
+
+def test_the_same_refusal_is_in_english_on_an_english_page(
+    client: FlaskClient, session: Session, shipment_to_s1: int
+):
+    client.get("/lang/en")
+    typo, html = _mistyped_receipt(client, session, shipment_to_s1)
+    assert f"'{typo}' is not a valid kit code: its check character does not match" in html
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({"Accept-Language": "es"}, "Envíe 'Authorization: Bearer <token>'."),
+        ({"Accept-Language": "en"}, "Send 'Authorization: Bearer <token>'."),
+        ({}, "Send 'Authorization: Bearer <token>'."),  # no language asked: English
+    ],
+    ids=["spanish", "english", "none"],
+)
+def test_the_api_words_its_refusals_in_the_language_the_client_asks_for(
+    client: FlaskClient, headers: dict[str, str], detail: str
+):
+    response = client.get("/api/v1/studies/TST/kits", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["detail"] == detail
+
+
+def test_the_sponsor_notice_of_an_unblinding_is_in_spanish_and_english(
+    session: Session, study: Study, users: dict[str, User]
+):
+    supply(session, study)
+    participant = randomized(session, study, users["investigator"], "E-1")
+    unblinding.unblind(
+        session, participant, actor_user=users["investigator"], reason_category="adverse_event",
+        reason="Anaphylaxis", password=PASSWORD,
+        confirm_number=participant.randomization_number,
+    )  # fmt: skip
+    [mail] = session.scalars(select(Notification)).all()
+    spanish, english = mail.subject.split(" / ")
+    number = participant.randomization_number
+    assert spanish == (
+        f"[PRUEBA] [randomizer] Apertura de emergencia del ciego en el estudio TST: "
+        f"participante {number} del centro S1"
+    )
+    assert english.startswith("[TEST] [randomizer] Emergency unblinding in study TST")
+    first, second = mail.body.split(BODY_SEPARATOR)
+    assert "abrió el ciego de un participante en una emergencia" in first
+    assert "unblinded one participant in an emergency" in second
+    assert f"número de aleatorización {number}" in first
+
+
+def test_the_signature_stores_the_meaning_the_signer_read_in_spanish(
+    client: FlaskClient, session: Session, study: Study, users: dict[str, User]
+):
+    prepare_supply(session, study)
+    participant = register(session, study, users["investigator"], "S-1")
+    assert login(client, "inv1").status_code == 302
+    page = client.get(f"/participants/{participant.id}/randomize").get_data(as_text=True)
+    shown = "Confirmo que este participante es elegible y solicito su aleatorización"
+    assert f"“{shown}”" in page
+    token = re.search(r'name="submission" type="hidden" value="([0-9a-f]+)"', page)
+    assert token is not None
+    response = client.post(
+        f"/participants/{participant.id}/randomize",
+        data={"password": PASSWORD, "submission": token.group(1)},
+    )
+    assert response.status_code == 302
+    event = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "participant.randomize")
+    ).one()
+    signature = json.loads(event.new_values or "{}")["signature"]
+    assert signature["meaning"] == shown
+    assert signature["meaning_en"] == enrollment.RANDOMIZE_MEANING
+
+
+def test_counts_take_the_singular_or_the_plural(
+    client: FlaskClient, session: Session, shipment_to_s1: int
+):
+    shipment = session.get_one(Shipment, shipment_to_s1)
+    codes = [line.kit_code for line in shipments.shipment_lines(session, shipment)]
+    assert login(client, "pharm1").status_code == 302
+    url = f"/pharmacy/TST/shipments/{shipment_to_s1}/receive"
+    one = client.post(url, data={"codes": codes[0], "outcome": "received"}, follow_redirects=True)
+    assert "1 kit recibido." in one.get_data(as_text=True)
+    two = client.post(
+        url, data={"codes": "\n".join(codes[1:3]), "outcome": "received"}, follow_redirects=True
+    )
+    assert "2 kits recibidos." in two.get_data(as_text=True)

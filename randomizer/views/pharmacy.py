@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import SelectField, StringField, TextAreaField
@@ -224,7 +225,7 @@ def receive(code: str, shipment_id: int) -> Any:
         refuse(form, err, "codes")
         return _receipt(study, shipment_id, receive=form), err.status
     db.session.commit()
-    flash(_("%(n)d kit(s) checked in.", n=len(kits)), "success")
+    flash(ngettext("%(num)d kit checked in.", "%(num)d kits checked in.", len(kits)), "success")
     return redirect(url_for(".receipt", code=code, shipment_id=shipment_id))
 
 
@@ -245,10 +246,11 @@ def finish(code: str, shipment_id: int) -> Any:
     )
     db.session.commit()
     flash(
-        _(
-            "Shipment %(id)d received; %(n)d kit(s) reported missing.",
+        ngettext(
+            "Shipment %(id)d received; %(num)d kit reported missing.",
+            "Shipment %(id)d received; %(num)d kits reported missing.",
+            len(missing),
             id=shipment.id,
-            n=len(missing),
         ),
         "success",
     )
