@@ -62,7 +62,7 @@ def _value(value: object, translate: Callable[[str], str]) -> object:
     if isinstance(value, Exception) and isinstance(quoted, Text):
         return quoted.render(translate)
     if isinstance(value, list | tuple):
-        return " / ".join(str(_value(v, translate)) for v in value)
+        return ", ".join(str(_value(v, translate)) for v in value)
     if isinstance(value, enum.Enum):
         return translate(str(value.value).replace("_", " "))
     return value

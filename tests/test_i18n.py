@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_file
-from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -54,17 +53,6 @@ FOUNDATION_MODULES = [
     "views/main.py",
     "views/navigation.py",
 ]
-
-
-@pytest.fixture(scope="session")
-def compiled_catalogues(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Spanish catalogue compiled from the .po in git (no `make translations` needed)."""
-    root = tmp_path_factory.mktemp("translations")
-    target = root / "es" / "LC_MESSAGES"
-    target.mkdir(parents=True)
-    with CATALOGUE.open("rb") as po, (target / "messages.mo").open("wb") as mo:
-        write_mo(mo, read_po(po, locale="es"))
-    return root
 
 
 def _forget_loaded_catalogues() -> None:

@@ -68,7 +68,7 @@ def check_signer(
             ),
             field=field,
             action=Text(action),
-            allowed=tuple(roles),
+            allowed=_either(tuple(roles)),
             username=username,
         )
     if user.locked_until is not None and user.locked_until > utcnow():
@@ -100,6 +100,13 @@ SIGNERS = {
     "admin": N_("Administrator"),
     "second": N_("Second signer"),
 }
+
+
+def _either(roles: tuple[Role, ...]) -> object:
+    """The roles as "a, b or c", in the reader's language."""
+    if len(roles) < 2:
+        return roles
+    return Text(N_("%(some)s or %(last)s"), {"some": roles[:-1], "last": roles[-1]})
 
 
 def _signer(field: str) -> Text:

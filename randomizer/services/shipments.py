@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, object_session
 
 from randomizer import audit, kitcodes
 from randomizer.db import utcnow
-from randomizer.errors import N_, Conflict, InvalidInput, NotFound
+from randomizer.errors import N_, Conflict, InvalidInput, NotFound, Text
 from randomizer.models import (
     Kit,
     KitStatus,
@@ -387,7 +387,7 @@ def _lines_for_codes(
                 N_("Kit %(code)s was already checked in as %(outcome)s. Nothing was recorded."),
                 field="codes",
                 code=code,
-                outcome=line.outcome,
+                outcome=Text(line.outcome),
             )
         found.append((line, kit))
     return found
