@@ -28,7 +28,7 @@ translations: $(VENV)/.installed
 
 ## translations-update: re-extract every marked string and merge it into the catalogues
 translations-update: $(VENV)/.installed
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --project randomizer \
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -k N_ --project randomizer \
 		--copyright-holder randomizer --msgid-bugs-address "" \
 		-o randomizer/translations/messages.pot .
 	$(BIN)/pybabel update -i randomizer/translations/messages.pot -d randomizer/translations

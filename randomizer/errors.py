@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -16,20 +14,29 @@ from werkzeug.exceptions import HTTPException
 
 from randomizer.db import db
 
+# Re-exported: services mark (N_) and carry (Text) their wordings through this module.
+from randomizer.wording import N_ as N_
+from randomizer.wording import Text as Text
+
 #: Seconds a client should wait before retrying when the database is unavailable.
 RETRY_AFTER_SECONDS = 5
 
 
 class RandomizerError(Exception):
-    """A refusal the user can act on. ``message`` is safe to show to the caller."""
+    """A refusal the user can act on. ``message`` (English) is safe to show to the caller.
+
+    ``message`` is an ``N_``-marked msgid with ``%(name)s`` placeholders filled from
+    ``params`` (or a ``Text`` taken over from another refusal): pages show it translated.
+    """
 
     status = 400
     slug = "bad-request"
     title = "Request refused"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str | Text, *, field: str | None = None, **params: object) -> None:
+        self.text = message if isinstance(message, Text) else Text(message, params)
+        self.message = str(self.text)
+        super().__init__(self.message)
         self.field = field
 
 
@@ -93,143 +100,6 @@ class ConfigurationError(RandomizerError):
     status, slug, title = 500, "configuration", "Service not configured"
 
 
-# Services word refusals in English (they do not import Flask). The pages show the ones a
-# site user meets at the bedside in the user's language; the API keeps the service's words.
-_SHOWN: list[tuple[re.Pattern[str], Callable[[dict[str, str]], str]]] = [
-    (re.compile(pattern), show)
-    for pattern, show in [
-        (r"Re-enter your password to sign\.", lambda m: _("Re-enter your password to sign.")),
-        (
-            r"The password does not match: nothing was signed or changed\.",
-            lambda m: _("The password does not match: nothing was signed or changed."),
-        ),
-        (
-            r"Too many wrong passwords: .*",
-            lambda m: _(
-                "Too many wrong passwords: signing is paused for this account. Wait a few "
-                "minutes or ask an administrator; nothing was signed or changed."
-            ),
-        ),
-        (
-            r"The one-time code is not valid: .*",
-            lambda m: _(
-                "The one-time code is not valid: nothing was disclosed. Enter the current "
-                "code from your authenticator app."
-            ),
-        ),
-        (r"Choose a reason category: .*", lambda m: _("Choose a reason category.")),
-        (
-            r"State the reason for unblinding in your own words\.",
-            lambda m: _("State the reason for unblinding in your own words."),
-        ),
-        (
-            r"The randomization number you typed is not this participant's: .*",
-            lambda m: _(
-                "The randomization number you typed is not this participant's: check the "
-                "participant and type the number again."
-            ),
-        ),
-        (r"Type the randomization number\.", lambda m: _("Type the randomization number.")),
-        (
-            r"Today \((?P<today>[\d-]+)\) is outside the window of visit (?P<visit>\S+) "
-            r"\((?P<opens>[\d-]+) to (?P<closes>[\d-]+), due (?P<due>[\d-]+)\)\. .*",
-            lambda m: _(
-                "Today (%(today)s) is outside the window of visit %(visit)s (%(opens)s to "
-                "%(closes)s, due %(due)s). Give a reason to allocate the kit anyway.",
-                **m,
-            ),
-        ),
-        (
-            r"No kit can be allocated at this site right now\. .*",
-            lambda m: _(
-                "No kit can be allocated at this site right now. Nothing was changed; ask "
-                "the study pharmacist or the depot about this site's supply."
-            ),
-        ),
-        (
-            r"Randomization is not open yet: .*",
-            lambda m: _(
-                "Randomization is not open yet: the study has no allocation list. Nothing "
-                "was changed; ask the study statistician."
-            ),
-        ),
-        (
-            r"The database of study (?P<study>\S+) is locked: .*",
-            lambda m: _(
-                "The database of study %(study)s is locked: participants and allocations can "
-                "no longer be changed. Nothing was changed.",
-                **m,
-            ),
-        ),
-        (
-            r"The password must have at least (?P<n>\d+) characters\.",
-            lambda m: _("The password must have at least %(n)s characters.", **m),
-        ),
-        (
-            r"This password is too common or too easy to guess: .*",
-            lambda m: _(
-                "This password is too common or too easy to guess: choose another one (a few "
-                "unrelated words make a good password)."
-            ),
-        ),
-        (
-            r"Randomization is paused for study (?P<study>\S+): (?P<reason>.*) Nothing was "
-            r"changed\.",
-            lambda m: _(
-                "Randomization is paused for study %(study)s: %(reason)s Nothing was changed.", **m
-            ),
-        ),
-        (
-            r"Randomization is paused at site (?P<site>\S+) of study (?P<study>\S+): "
-            r"(?P<reason>.*) Nothing was changed\.",
-            lambda m: _(
-                "Randomization is paused at site %(site)s of study %(study)s: "
-                "%(reason)s Nothing was changed.",
-                **m,
-            ),
-        ),
-        (
-            r"Do not dispense kit (?P<code>\S+): the participant is withdrawn\. .*",
-            lambda m: _(
-                "Do not dispense kit %(code)s: the participant was withdrawn. Set the kit "
-                "aside (quarantine) instead.",
-                **m,
-            ),
-        ),
-        (
-            r"Do not dispense kit (?P<code>\S+): the participant is randomized in error\. .*",
-            lambda m: _(
-                "Do not dispense kit %(code)s: the participant was randomized in error. Set "
-                "the kit aside (quarantine) instead.",
-                **m,
-            ),
-        ),
-        (
-            r"Kit (?P<code>\S+) is for a participant who may receive it; .*",
-            lambda m: _(
-                "Kit %(code)s is for a participant who may receive it: dispense it instead.",
-                **m,
-            ),
-        ),
-        (
-            r"Kit (?P<code>\S+) was allocated to a participant once; .*",
-            lambda m: _(
-                "Kit %(code)s was allocated to a participant once; it cannot become "
-                "available again.",
-                **m,
-            ),
-        ),
-        (
-            r"The allocation list has no free place left .*",
-            lambda m: _(
-                "The allocation list has no free place left for this participant's stratum. "
-                "Nothing was changed; ask the study statistician to extend the list."
-            ),
-        ),
-    ]
-]
-
-
 def _titles_for_extraction() -> tuple[str, ...]:
     """Never called: lists the error classes' titles so that extraction finds them."""
     return (
@@ -242,12 +112,26 @@ def _titles_for_extraction() -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def shown_message(err: RandomizerError) -> str:
-    """The refusal as a page shows it: translated when it is a known wording, else as raised."""
-    for pattern, show in _SHOWN:
-        found = pattern.fullmatch(err.message)
-        if found:
-            return show(found.groupdict())
+def unreadable(err: Exception) -> Conflict:
+    """The refusal for stored data that failed its integrity check (``err`` says which)."""
+    return Conflict(
+        N_("Stored data failed its integrity check; nothing was changed or shown: %(problem)s"),
+        problem=str(err),
+    )
+
+
+def shown_message(err: RandomizerError | Text) -> str:
+    """The refusal as a page shows it: in the page's language, with its values."""
+    text = err.text if isinstance(err, RandomizerError) else err
+    return text.render(_)
+
+
+def api_detail(err: RandomizerError) -> str:
+    """The API's ``detail``: in the language the client asked for, else in English."""
+    from randomizer.settings import LANGUAGES  # settings imports this module
+
+    if request.accept_languages.best_match(LANGUAGES):
+        return shown_message(err)
     return err.message
 
 
@@ -279,7 +163,7 @@ def register_error_handlers(app: Flask) -> None:
     def _domain(err: RandomizerError) -> Response | tuple[str, int]:
         if _wants_problem():
             extra = {"field": err.field} if err.field else {}
-            return problem(err.status, err.title, err.message, err.slug, **extra)
+            return problem(err.status, err.title, api_detail(err), err.slug, **extra)
         title = _(err.title)  # the class titles are extracted through _TITLES below
         return render_template("error.html", title=title, detail=shown_message(err)), err.status
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from randomizer.errors import InvalidInput
+from randomizer.errors import N_, InvalidInput
 
 #: The range of an Integer column (32 bits on PostgreSQL): ids, sequence numbers, counts.
 MAX_INT = 2**31 - 1
@@ -32,6 +32,9 @@ def whole_number(raw: str, *, field: str, minimum: int = 0, maximum: int = MAX_I
         if minimum <= value <= maximum:
             return value
     raise InvalidInput(
-        f"{field}: must be a whole number from {minimum} to {maximum}, in digits 0-9.",
+        N_("%(name)s: must be a whole number from %(minimum)s to %(maximum)s, in digits 0-9."),
         field=field,
+        name=field,
+        minimum=minimum,
+        maximum=maximum,
     )

@@ -10,9 +10,10 @@ from flask import Flask, request, session
 from flask_babel import Babel, get_locale
 from flask_wtf import CSRFProtect
 
+from randomizer import wording
 from randomizer.crypto import PASSWORD_PROFILES, KeyFileError, use_password_profile
 from randomizer.db import configure_engine, db
-from randomizer.errors import ConfigurationError, register_error_handlers
+from randomizer.errors import N_, ConfigurationError, register_error_handlers
 from randomizer.instance import InstanceSecrets, load_secrets, read_session_secret
 from randomizer.throttle import FailureThrottle
 
@@ -106,13 +107,20 @@ def _password_profile(app: Flask) -> None:
     profile = app.config.get("PASSWORD_PROFILE") or "production"
     if profile not in PASSWORD_PROFILES:
         raise ConfigurationError(
-            f"PASSWORD_PROFILE must be one of {', '.join(PASSWORD_PROFILES)} (got {profile!r})"
+            N_("PASSWORD_PROFILE must be one of %(choices)s (got '%(profile)s')"),
+            choices=", ".join(PASSWORD_PROFILES),
+            profile=profile,
         )
     marked = (Path(app.instance_path) / BENCHMARK_MARKER).exists()
     if profile != "production" and not (app.config.get("TESTING") or marked):
         raise ConfigurationError(
-            f"PASSWORD_PROFILE={profile!r} is for tests and benchmarks only: this instance "
-            f"is neither (no {BENCHMARK_MARKER} file in {app.instance_path})"
+            N_(
+                "PASSWORD_PROFILE='%(profile)s' is for tests and benchmarks only: this "
+                "instance is neither (no %(benchmark_marker)s file in %(instance_path)s)"
+            ),
+            profile=profile,
+            benchmark_marker=BENCHMARK_MARKER,
+            instance_path=app.instance_path,
         )
     use_password_profile(profile)
 
@@ -131,9 +139,12 @@ def load_instance_secrets(app: Flask, *, required: bool) -> None:
     except KeyFileError as exc:
         if required:
             raise ConfigurationError(
-                f"{exc}. Run `randomizer init` for a new instance; if this instance already "
-                "holds data, restore the missing file from your key backup: a new key "
-                "cannot open data sealed under the old one."
+                N_(
+                    "%(exc)s. Run `randomizer init` for a new instance; if this instance "
+                    "already holds data, restore the missing file from your key backup: a "
+                    "new key cannot open data sealed under the old one."
+                ),
+                exc=exc,
             ) from None
         app.extensions[SECRETS_EXTENSION] = None
         return
@@ -147,7 +158,7 @@ def instance_secrets(app: Flask) -> InstanceSecrets:
     """The loaded instance secrets (raises when the instance is not initialised)."""
     found: InstanceSecrets | None = app.extensions.get(SECRETS_EXTENSION)
     if found is None:
-        raise ConfigurationError("the instance has no keys yet: run `randomizer init`")
+        raise ConfigurationError(N_("the instance has no keys yet: run `randomizer init`"))
     return found
 
 
@@ -170,6 +181,9 @@ def init_extensions(app: Flask) -> None:
         configure_engine(db.engine)
     csrf.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
+    # E-mails are worded outside any request: they read the same catalogues as the pages.
+    first = str(app.config.get("BABEL_TRANSLATION_DIRECTORIES", "translations")).split(";")[0]
+    wording.translation_directory = Path(app.root_path) / first
     app.jinja_env.add_extension("jinja2.ext.do")
     app.jinja_env.globals["current_locale"] = lambda: str(get_locale() or "es")
     auth.init_app(app)

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from randomizer import studydef_minimization as minimization
 from randomizer.studydef_minimization import Method, MinimizationDef
+from randomizer.wording import N_, Text
 
 Kind = Literal["inclusion", "exclusion"]
 AnswerType = Literal["boolean", "number"]
@@ -110,9 +111,10 @@ class StudyDefinitionError(ValueError):
 class InvalidAnswer(ValueError):
     """A site, factor level or eligibility answer that the study definition does not allow."""
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, **params: object) -> None:
         super().__init__(field, reason)
-        self.field, self.reason = field, reason
+        #: ``reason`` is an ``N_``-marked msgid filled from ``params`` (shown translated).
+        self.field, self.reason = field, Text(reason, params)
 
     def __str__(self) -> str:
         return f"{self.field}: {self.reason}"
@@ -163,7 +165,9 @@ class CriterionDef:
         field = f"eligibility.{self.code}"
         if self.type == "boolean":
             if not isinstance(answer, bool):
-                raise InvalidAnswer(field, f"must be true or false (got {_show(answer)})")
+                raise InvalidAnswer(
+                    field, N_("must be true or false (got %(got)s)"), got=_show(answer)
+                )
             met = answer
         else:
             if (
@@ -171,7 +175,9 @@ class CriterionDef:
                 or not isinstance(answer, int | float)
                 or (isinstance(answer, float) and not math.isfinite(answer))
             ):
-                raise InvalidAnswer(field, f"must be a finite number (got {_show(answer)})")
+                raise InvalidAnswer(
+                    field, N_("must be a finite number (got %(got)s)"), got=_show(answer)
+                )
             met = (self.min is None or answer >= self.min) and (
                 self.max is None or answer <= self.max
             )
@@ -243,20 +249,25 @@ class StudyDefinition:
     def stratum_key(self, site: str, factors: Mapping[str, str]) -> str:
         """The stratum key of a participant, e.g. ``CUA|isn_class=IV``; InvalidAnswer if off."""
         if not any(site == s.code for s in self.sites):
-            raise InvalidAnswer("site", f"unknown site {_show(site)}")
+            raise InvalidAnswer("site", N_("unknown site %(site)s"), site=_show(site))
         known = {f.code for f in self.factors}
         for code in factors:
             if code not in known:
-                raise InvalidAnswer(f"factors.{code}", "unknown stratification factor")
+                raise InvalidAnswer(f"factors.{code}", N_("unknown stratification factor"))
         parts = [site] if self.stratify_by_site else []
         for factor in self.factors:
             field = f"factors.{factor.code}"
             if factor.code not in factors:
-                raise InvalidAnswer(field, "is required")
+                raise InvalidAnswer(field, N_("is required"))
             level = factors[factor.code]
             if level not in factor.levels:
                 choices = ", ".join(factor.levels)
-                raise InvalidAnswer(field, f"must be one of {choices} (got {_show(level)})")
+                raise InvalidAnswer(
+                    field,
+                    N_("must be one of %(choices)s (got %(got)s)"),
+                    choices=choices,
+                    got=_show(level),
+                )
             parts.append(f"{factor.code}={level}")
         return "|".join(parts) or "all"
 
@@ -265,11 +276,11 @@ class StudyDefinition:
         known = {c.code for c in self.eligibility}
         for code in answers:
             if code not in known:
-                raise InvalidAnswer(f"eligibility.{code}", "unknown criterion")
+                raise InvalidAnswer(f"eligibility.{code}", N_("unknown criterion"))
         failed = []
         for criterion in self.eligibility:
             if criterion.code not in answers:
-                raise InvalidAnswer(f"eligibility.{criterion.code}", "an answer is required")
+                raise InvalidAnswer(f"eligibility.{criterion.code}", N_("an answer is required"))
             if criterion.disqualifies(answers[criterion.code]):
                 failed.append(criterion.code)
         return failed

@@ -203,6 +203,21 @@ def instance_path(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def compiled_catalogues(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Spanish catalogue compiled from the .po in git: pages are worded the same whether
+    or not `make translations` ran (the .mo files are not in git)."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    po = Path(__file__).parents[1] / "randomizer" / "translations" / "es" / "LC_MESSAGES"
+    target = tmp_path_factory.mktemp("translations") / "es" / "LC_MESSAGES"
+    target.mkdir(parents=True)
+    with (po / "messages.po").open("rb") as source, (target / "messages.mo").open("wb") as mo:
+        write_mo(mo, read_po(source, locale="es"))
+    return target.parents[1]
+
+
 @pytest.fixture
 def app_config() -> dict[str, Any]:
     """Override in a test module to change the app's configuration."""
@@ -215,12 +230,18 @@ def app(
     instance_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     app_config: dict[str, Any],
+    compiled_catalogues: Path,
 ) -> Iterator[Flask]:
     monkeypatch.setenv("RANDOMIZER_INSTANCE_PATH", str(instance_path))
     monkeypatch.setenv("RANDOMIZER_DATABASE_URL", database_url)
     for var in ("RANDOMIZER_SECRET_KEY", "RANDOMIZER_MASTER_KEY", "RANDOMIZER_AUDIT_KEY"):
         monkeypatch.delenv(var, raising=False)
-    config = {"TESTING": True, "WTF_CSRF_ENABLED": False, "SERVER_NAME": "localhost"}
+    config = {
+        "TESTING": True,
+        "WTF_CSRF_ENABLED": False,
+        "SERVER_NAME": "localhost",
+        "BABEL_TRANSLATION_DIRECTORIES": str(compiled_catalogues),
+    }
     config.update(app_config)
     application = create_app(config)
     yield application

@@ -105,7 +105,7 @@ def test_generating_twice_shows_the_refusal_on_the_page(
     login(client, "stat1")
     response = client.post("/lists/TST/generate", data={"kind": "dummy"})
     assert response.status_code == 409
-    assert b"already has a dummy list" in response.data
+    assert "ya tiene una lista de prueba" in response.text  # the page is in Spanish
 
 
 def test_summary_shows_structure_and_seed_reference_never_seed_or_arms(
@@ -198,7 +198,7 @@ def test_unblinded_export_needs_the_password(
     login(client, "stat1")
     refused = client.post("/lists/TST/dummy/export", data={"password": "not-my-password"})
     assert refused.status_code == 401
-    assert b"does not match" in refused.data
+    assert "La contraseña no coincide" in refused.text
     assert b"ACTIVEX" not in refused.data
     assert _events(session, "list.export_unblinded") == []
 
@@ -247,7 +247,7 @@ def test_go_live_page_refuses_a_wrong_signature(
     login(client, "stat1")
     response = client.post("/lists/TST/go-live", data=_go_live_form(admin_password="nope-nope"))
     assert response.status_code == 401
-    assert b"admin admin1" in response.data
+    assert "Administrador/a admin1" in response.text
     session.rollback()
     assert session.get(Study, study.id).mode is StudyMode.TESTING  # type: ignore[union-attr]
 
@@ -272,7 +272,7 @@ def test_go_live_page_without_a_live_list_says_so(
     login(client, "stat1")
     response = client.post("/lists/TST/go-live", data=_go_live_form())
     assert response.status_code == 409
-    assert b"has no live list" in response.data
+    assert "no tiene lista real" in response.text
 
 
 def test_unblinded_export_of_a_tampered_list_is_refused_cleanly(

@@ -185,9 +185,8 @@ def test_confirm_dispensing_checks_the_scanned_kit(
     wrong = pharm.post(
         f"/pharmacy/TST/queue/{dispensation.id}", data={f"{prefix}kit_code": other.code}
     )
-    assert wrong.status_code == 422 and "is not the kit allocated here" in wrong.get_data(
-        as_text=True
-    )
+    # The pages are in Spanish (the sites' language), refusals included.
+    assert wrong.status_code == 422 and "no es el kit asignado aquí" in wrong.get_data(as_text=True)
     assert _dispensation(session, trial["p1"]).status == "allocated"
     right = pharm.post(
         f"/pharmacy/TST/queue/{dispensation.id}", data={f"{prefix}kit_code": kit.code.lower()}
@@ -216,7 +215,7 @@ def test_receipt_page_refuses_a_mistyped_code_and_changes_nothing(
     url = f"/pharmacy/TST/shipments/{shipment_id}/receive"
     response = pharm.post(url, data={"codes": f"{codes[0]}\n{typo}", "outcome": "received"})
     assert response.status_code == 422
-    assert "check character" in response.get_data(as_text=True)
+    assert "carácter de control no coincide" in response.get_data(as_text=True)
     assert _kit_states(session) == before
     assert session.scalar(select(func.count(AuditEvent.seq))) == events
     good = pharm.post(url, data={"codes": f"{codes[0]}\n{codes[1]}", "outcome": "received"})
@@ -317,7 +316,7 @@ def test_admin_status_change_refuses_impossible_moves_with_a_message(
     kit = session.scalars(select(Kit).where(Kit.status == KitStatus.AT_DEPOT)).first()
     assert kit is not None
     refused = admin.post("/kits/TST/status", data={"code": kit.code, "status": "dispensed"})
-    assert refused.status_code == 409 and "cannot become" in refused.get_data(as_text=True)
+    assert refused.status_code == 409 and "no puede pasar a" in refused.get_data(as_text=True)
     done = admin.post(
         "/kits/TST/status", data={"code": kit.code, "status": "quarantined", "reason": "Heat"}
     )

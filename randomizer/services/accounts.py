@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.crypto import hash_password
-from randomizer.errors import InvalidInput, SignatureInvalid
+from randomizer.errors import N_, InvalidInput, SignatureInvalid
 from randomizer.models import Role, User
 from randomizer.services.passwords import check_password_policy
 from randomizer.services.second_factor import enrol_totp, new_recovery_codes
@@ -30,15 +30,15 @@ def change_password(session: Session, user: User, *, old_password: str, new_pass
     try:
         check_signature(session, user, old_password, CHANGE_MEANING)
     except SignatureInvalid as exc:
-        raise SignatureInvalid(exc.message, field="old_password") from None
+        raise SignatureInvalid(exc.text, field="old_password") from None
     if new_password == old_password:
         raise InvalidInput(
-            "The new password must differ from the current one.", field="new_password"
+            N_("The new password must differ from the current one."), field="new_password"
         )
     try:
         check_password_policy(new_password, username=user.username)
     except InvalidInput as exc:
-        raise InvalidInput(exc.message, field="new_password") from None
+        raise InvalidInput(exc.text, field="new_password") from None
     user.password_hash = hash_password(new_password)
     user.password_change_required = False
     user.session_version += 1

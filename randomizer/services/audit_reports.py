@@ -16,7 +16,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.errors import InvalidInput, NotPermitted
+from randomizer.errors import N_, InvalidInput, NotPermitted
 from randomizer.inputs import whole_number
 from randomizer.models import AuditEvent, AuditHead, Participant, Role, Study, Unblinding, User
 from randomizer.services.studies import definition_of
@@ -105,7 +105,7 @@ def _date(text: str | None, field: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(text.strip())
     except ValueError:
-        raise InvalidInput("Give the date as YYYY-MM-DD.", field=field) from None
+        raise InvalidInput(N_("Give the date as YYYY-MM-DD."), field=field) from None
 
 
 def _midnight(day: dt.date) -> dt.datetime:
@@ -115,7 +115,7 @@ def _midnight(day: dt.date) -> dt.datetime:
 def check_reader(user: User) -> None:
     """Refuse roles that may not read the audit trail."""
     if user.role not in READERS:
-        raise NotPermitted("Only administrators and the statistician read the audit trail.")
+        raise NotPermitted(N_("Only administrators and the statistician read the audit trail."))
 
 
 def find_events(
@@ -147,9 +147,13 @@ def head_seq(session: Session) -> int:
 def events_after(session: Session, after: int, limit: int) -> list[AuditEvent]:
     """Events with seq greater than ``after``, oldest first (the API feed)."""
     if after < 0:
-        raise InvalidInput("after must be 0 or more.", field="after")
+        raise InvalidInput(N_("after must be 0 or more."), field="after")
     if not 1 <= limit <= MAX_FEED_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_FEED_PAGE}.", field="limit")
+        raise InvalidInput(
+            N_("limit must be between 1 and %(max_feed_page)s."),
+            field="limit",
+            max_feed_page=MAX_FEED_PAGE,
+        )
     query = select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq)
     return list(session.scalars(query.limit(limit)))
 
@@ -233,7 +237,7 @@ def unblinding_log(session: Session, user: User) -> list[UnblindingEntry]:
 def unblinding_log_with_arms(session: Session, user: User) -> list[UnblindingEntry]:
     """The unblinding log with each participant's arm: the statistician only; audited."""
     if user.role is not Role.STATISTICIAN:
-        raise NotPermitted("Only the unblinded statistician may see the arms in this log.")
+        raise NotPermitted(N_("Only the unblinded statistician may see the arms in this log."))
     entries = unblinding_log(session, user)
     studies: dict[str, Study] = {}
     shown = []

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import URL
 
-from randomizer.errors import Conflict, InvalidInput
+from randomizer.errors import N_, Conflict, InvalidInput
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_MAGIC, SQLITE_MAGIC = b"PGDMP", b"SQLite format 3\x00"
@@ -32,7 +32,7 @@ class BackupFailed(Conflict):
 def backup(engine: Engine, out: Path) -> int:
     """Write a consistent backup of the database to ``out``; returns its size in bytes."""
     if out.exists():
-        raise InvalidInput(f"{out} exists already: choose a new file.", field="out")
+        raise InvalidInput(N_("%(out)s exists already: choose a new file."), field="out", out=out)
     tmp = out.with_name(out.name + ".partial")
     if engine.dialect.name == "sqlite":
         with _sqlite(engine.url) as source, sqlite3.connect(tmp) as target:
@@ -50,20 +50,26 @@ def restore(engine: Engine, backup_file: Path) -> None:
     magic = _magic(backup_file)
     if inspect(engine).get_table_names():
         raise Conflict(
-            "The target database is not empty: restore only into a new, empty database.",
+            N_("The target database is not empty: restore only into a new, empty database."),
             field="database",
         )
     engine.dispose()  # no pooled connection may hold the file or the database
     if engine.dialect.name == "sqlite":
         if magic != SQLITE_MAGIC:
-            raise InvalidInput(f"{backup_file} is not a SQLite backup.", field="file")
+            raise InvalidInput(
+                N_("%(backup_file)s is not a SQLite backup."), field="file", backup_file=backup_file
+            )
         with sqlite3.connect(backup_file) as source, _sqlite(engine.url) as target:
             source.backup(target)
         source.close()
         os.chmod(str(engine.url.database), 0o600)
         return
     if magic != PG_MAGIC:
-        raise InvalidInput(f"{backup_file} is not a PostgreSQL backup (pg_dump).", field="file")
+        raise InvalidInput(
+            N_("%(backup_file)s is not a PostgreSQL backup (pg_dump)."),
+            field="file",
+            backup_file=backup_file,
+        )
     _run_pg(
         "pg_restore", engine.url, "--no-owner", "--no-privileges", "--exit-on-error",
         "--single-transaction", str(backup_file),
@@ -75,11 +81,13 @@ def _magic(path: Path) -> bytes:
         with path.open("rb") as handle:
             head = handle.read(16)
     except OSError as exc:
-        raise InvalidInput(f"{path}: {exc.strerror}.", field="file") from None
+        raise InvalidInput(
+            N_("%(path)s: %(strerror)s."), field="file", path=path, strerror=exc.strerror
+        ) from None
     for magic in (PG_MAGIC, SQLITE_MAGIC):
         if head.startswith(magic):
             return magic
-    raise InvalidInput(f"{path} is not a randomizer backup.", field="file")
+    raise InvalidInput(N_("%(path)s is not a randomizer backup."), field="file", path=path)
 
 
 def _sqlite(url: URL) -> sqlite3.Connection:
@@ -98,4 +106,6 @@ def _run_pg(tool: str, url: URL, *args: str) -> None:
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", None) or str(exc)
-        raise BackupFailed(f"{tool} failed: {detail.strip()[-500:]}") from None
+        raise BackupFailed(
+            N_("%(tool)s failed: %(detail)s"), tool=tool, detail=detail.strip()[-500:]
+        ) from None

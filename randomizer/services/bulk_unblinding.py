@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.errors import NotPermitted
+from randomizer.errors import N_, NotPermitted, Text
 from randomizer.models import Role, Study, StudyMode, User
 from randomizer.services.cosign import check_signer
 from randomizer.services.kits import export_rows, list_kits, open_arms
@@ -49,20 +49,26 @@ def check_signers(
     needed = signers_needed(study, live=live)
     if needed > 1 and len(signatures) < needed:
         raise NotPermitted(
-            f"An unblinded export of {what} of study {study.code} needs {needed} unblinded "
-            "people: a statistician and a second unblinded person (--statistician NAME "
-            "--second NAME, both passwords on standard input, one per line).",
+            N_(
+                "An unblinded export of %(what)s of study %(study)s needs %(needed)s "
+                "unblinded people: a statistician and a second unblinded person "
+                "(--statistician NAME --second NAME, both passwords on standard input, "
+                "one per line)."
+            ),
             field=FIELDS[min(len(signatures), len(FIELDS) - 1)],
+            what=Text(what),
+            study=study.code,
+            needed=needed,
         )
     names = [s.username.strip().lower() for s in signatures]
     if len(set(names)) < len(names):
         raise NotPermitted(
-            "The two signatures must come from two different people.", field=FIELDS[-1]
+            N_("The two signatures must come from two different people."), field=FIELDS[-1]
         )
     return [
         check_signer(session, sig.username, sig.password,
                      roles=(Role.STATISTICIAN,) if i == 0 else UNBLINDED_ROLES,
-                     action="An unblinded export", meaning=MEANING, field=FIELDS[i])
+                     action=N_("An unblinded export"), meaning=MEANING, field=FIELDS[i])
         for i, sig in enumerate(signatures[: len(FIELDS)])
     ]  # fmt: skip
 
@@ -78,7 +84,7 @@ def export_kits_unblinded(
 ) -> list[dict[str, str]]:
     """The kit list with arms, after the signatures a live study needs; audited with them."""
     signers = check_signers(
-        session, study, signatures, live=study.mode is StudyMode.LIVE, what="the kit list"
+        session, study, signatures, live=study.mode is StudyMode.LIVE, what=N_("the kit list")
     )
     kits = list_kits(session, study)
     arms = open_arms(session, study, kits)

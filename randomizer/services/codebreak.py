@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.errors import InvalidInput, NotPermitted
+from randomizer.errors import N_, InvalidInput, NotPermitted
 from randomizer.models import AllocationSlot, ListKind, Role, Study, User
 from randomizer.services.keyring import sealer_by_key_id
 from randomizer.services.lists import get_list, slot_arm
@@ -50,14 +50,16 @@ def make_envelopes(
 ) -> EnvelopeRun:
     """Open the arms of a list (all slots, or one site's) for printing; audited."""
     if actor_user.role is not Role.STATISTICIAN:
-        raise NotPermitted("Only the unblinded statistician may produce code-break envelopes.")
+        raise NotPermitted(N_("Only the unblinded statistician may produce code-break envelopes."))
     definition = definition_of(study)
     if site and not definition.stratify_by_site:
         raise InvalidInput(
-            "This study's list is not stratified by site: print all envelopes.", field="site"
+            N_("This study's list is not stratified by site: print all envelopes."), field="site"
         )
     if site and site not in {s.code for s in definition.sites}:
-        raise InvalidInput(f"Study {study.code} has no site {site!r}.", field="site")
+        raise InvalidInput(
+            N_("Study %(study)s has no site '%(site)s'."), field="site", study=study.code, site=site
+        )
     allocation_list = get_list(session, study, kind)
     query = select(AllocationSlot).where(AllocationSlot.list_id == allocation_list.id)
     if site:
@@ -69,7 +71,9 @@ def make_envelopes(
     ).all()
     if len(slots) > MAX_ENVELOPES:
         raise InvalidInput(
-            f"More than {MAX_ENVELOPES} envelopes: print one site at a time.", field="site"
+            N_("More than %(max_envelopes)s envelopes: print one site at a time."),
+            field="site",
+            max_envelopes=MAX_ENVELOPES,
         )
     sealer = sealer_by_key_id(session, study, allocation_list.data_key_id)
     envelopes = []

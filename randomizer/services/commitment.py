@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from randomizer import audit
 from randomizer.crypto import IntegrityFailure
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, NotFound
+from randomizer.errors import N_, Conflict, NotFound
 from randomizer.models import AllocationList, ListCommitment, ListKind, Study, StudyMode
 from randomizer.services.database_lock import refuse_if_locked
 from randomizer.services.keyring import sealer_by_key_id
@@ -163,8 +163,11 @@ def published(session: Session, study: Study) -> dict[str, Any]:
     refuse_for_minimization(find_list(session, study, ListKind.LIVE), study, "commit to")
     made = list_commitments(session, study)
     if not made:
-        raise NotFound(f"Study {study.code} has no commitment yet: it is made at go-live.",
-                       field="study")  # fmt: skip
+        raise NotFound(
+            N_("Study %(study)s has no commitment yet: it is made at go-live."),
+            field="study",
+            study=study.code,
+        )
     first = describe(study, made[0])
     return first | ({"extensions": [describe(study, c) for c in made[1:]]} if made[1:] else {})
 
@@ -185,12 +188,20 @@ def release_list(
     commitment is refused (IntegrityFailure) and the caller discards the files.
     """
     if study.locked_at is None:
-        raise Conflict(f"The list of study {study.code} is released only after the "
-                       "database lock (`randomizer study lock`).", field="study")  # fmt: skip
+        raise Conflict(
+            N_(
+                "The list of study %(study)s is released only after the database lock "
+                "(`randomizer study lock`)."
+            ),
+            field="study",
+            study=study.code,
+        )
     refuse_for_minimization(find_list(session, study, ListKind.LIVE), study, "release")
     made = list_commitments(session, study)
     if not made:
-        raise NotFound(f"Study {study.code} has no commitment to release.", field="study")
+        raise NotFound(
+            N_("Study %(study)s has no commitment to release."), field="study", study=study.code
+        )
     row = get_list(session, study, ListKind.LIVE)
     sealer = sealer_by_key_id(session, study, row.data_key_id)
     names: list[str] = []

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer.db import utcnow
-from randomizer.errors import NotPermitted, SignatureInvalid
+from randomizer.errors import N_, NotPermitted, SignatureInvalid, Text
 from randomizer.models import Role, User
 from randomizer.services.users import check_signature
 
@@ -38,7 +38,7 @@ def cosign(
     admin: str,
     admin_password: str,
 ) -> Cosigners:
-    """Check both signatures (statistician first); ``step`` names the step in refusals."""
+    """Check both signatures (statistician first); ``step`` (``N_``-marked) names the step."""
     return Cosigners(
         check_signer(session, statistician, statistician_password, roles=(Role.STATISTICIAN,),
                      action=step, meaning=meaning, field=Role.STATISTICIAN.value),
@@ -61,21 +61,53 @@ def check_signer(
     right password. Refusals name ``field`` (``FIELD_password`` for the password)."""
     user = session.scalar(select(User).where(User.username == username.strip().lower()))
     if user is None or user.role not in roles or not user.active:
-        allowed = " or ".join(role.value for role in roles)
         raise NotPermitted(
-            f"{action} must be signed by an active {allowed} account; {username!r} is not one.",
+            N_(
+                "%(action)s must be signed by an active %(allowed)s account; "
+                "'%(username)s' is not one."
+            ),
             field=field,
+            action=Text(action),
+            allowed=_either(tuple(roles)),
+            username=username,
         )
     if user.locked_until is not None and user.locked_until > utcnow():
         raise NotPermitted(
-            f"{field} {user.username}: the account is locked after failed sign-ins and "
-            "cannot sign until the lockout ends.",
+            N_(
+                "%(name)s %(username)s: the account is locked after failed sign-ins and "
+                "cannot sign until the lockout ends."
+            ),
             field=field,
+            name=_signer(field),
+            username=user.username,
         )
     try:
         check_signature(session, user, password, meaning)
     except SignatureInvalid as exc:
         raise SignatureInvalid(
-            f"{field} {user.username}: {exc.message}", field=f"{field}_password"
+            N_("%(name)s %(username)s: %(refusal)s"),
+            field=f"{field}_password",
+            name=_signer(field),
+            username=user.username,
+            refusal=exc,
         ) from None
     return user
+
+
+#: How a refusal names the signer whose signature it is about.
+SIGNERS = {
+    "statistician": N_("Statistician"),
+    "admin": N_("Administrator"),
+    "second": N_("Second signer"),
+}
+
+
+def _either(roles: tuple[Role, ...]) -> object:
+    """The roles as "a, b or c", in the reader's language."""
+    if len(roles) < 2:
+        return roles
+    return Text(N_("%(some)s or %(last)s"), {"some": roles[:-1], "last": roles[-1]})
+
+
+def _signer(field: str) -> Text:
+    return Text(SIGNERS.get(field, field))

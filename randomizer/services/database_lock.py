@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, StudyLocked
+from randomizer.errors import N_, Conflict, StudyLocked
 from randomizer.models import Study, StudyMode
 from randomizer.services.cosign import cosign
 from randomizer.services.studies import lock_study_row
@@ -26,9 +26,12 @@ def refuse_if_locked(study: Study) -> None:
     """StudyLocked (409) once the study's database is locked; nothing is changed."""
     if study.locked_at is not None:
         raise StudyLocked(
-            f"The database of study {study.code} is locked: participants and allocations "
-            "can no longer be changed. Nothing was changed.",
+            N_(
+                "The database of study %(study)s is locked: participants and allocations "
+                "can no longer be changed. Nothing was changed."
+            ),
             field="study",
+            study=study.code,
         )
 
 
@@ -43,7 +46,7 @@ def lock_study(
 ) -> dt.datetime:
     """Lock the live study's database for good; both signatures checked first. Audited."""
     signers = cosign(
-        session, step="The database lock", meaning=MEANING, statistician=statistician,
+        session, step=N_("The database lock"), meaning=MEANING, statistician=statistician,
         statistician_password=statistician_password, admin=admin, admin_password=admin_password,
     )  # fmt: skip
     # The same row lock as every allocation: a randomization in progress finishes first.
@@ -51,8 +54,9 @@ def lock_study(
     refuse_if_locked(locked)
     if locked.mode is not StudyMode.LIVE:
         raise Conflict(
-            f"Study {study.code} is not live: only a live study's database can be locked.",
+            N_("Study %(study)s is not live: only a live study's database can be locked."),
             field="study",
+            study=study.code,
         )
     stat, admin_user = signers.statistician, signers.admin
     locked.locked_at, locked.locked_by, locked.lock_cosigned_by = (

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from randomizer import audit, kitcodes
 from randomizer.db import utcnow
 from randomizer.errors import (
+    N_,
     AlreadyRandomized,
     Conflict,
     InvalidInput,
@@ -54,13 +55,14 @@ from randomizer.services.keyring import sealer_by_key_id
 from randomizer.services.pausing import refuse_if_paused
 from randomizer.services.studies import definition_of
 from randomizer.services.supply import allocation
-from randomizer.services.users import actor_of, check_signature
+from randomizer.services.users import actor_of, check_signature, signature_record
 from randomizer.studydef import InvalidAnswer, StudyDefinition, VisitDef
+from randomizer.wording import Text, Translate, english
 
 #: The meaning the investigator signs when randomizing (21 CFR 11.50).
-RANDOMIZE_MEANING = "I confirm this participant is eligible and request randomization"
-#: The meaning signed for a later dispensing visit (``{visit}`` is the visit code).
-DISPENSE_MEANING = "I confirm this participant attends visit {visit} and request its kit"
+RANDOMIZE_MEANING = N_("I confirm this participant is eligible and request randomization")
+#: The meaning signed for a later dispensing visit (``%(visit)s`` is the visit code).
+DISPENSE_MEANING = N_("I confirm this participant attends visit %(visit)s and request its kit")
 MAX_SCREENING_NUMBER = 64
 MAX_REASON = 2000
 #: Largest id the integer columns hold; larger ids in URLs are simply unknown.
@@ -119,7 +121,11 @@ def get_participant(session: Session, participant_id: int) -> Participant:
 
 def participant_not_found(participant_id: int) -> NotFound:
     """The one answer for an unknown participant and for one outside the caller's sites."""
-    return NotFound(f"No participant {participant_id} at your sites.", field="participant_id")
+    return NotFound(
+        N_("No participant %(participant_id)s at your sites."),
+        field="participant_id",
+        participant_id=participant_id,
+    )
 
 
 def list_participants(
@@ -167,7 +173,7 @@ def baseline_visit(definition: StudyDefinition) -> VisitDef:
 def visit_window(definition: StudyDefinition, participant: Participant, visit: str) -> VisitWindow:
     """The visit's window counted from the randomization date."""
     if participant.randomized_at is None:
-        raise Conflict("The participant is not randomized yet.", field="visit")
+        raise Conflict(N_("The participant is not randomized yet."), field="visit")
     v = definition.visit(visit)
     due = participant.randomized_at.date() + dt.timedelta(days=v.day)
     spread = dt.timedelta(days=v.window_days)
@@ -231,7 +237,7 @@ def correct_screening(
     refuse_if_locked(study)
     if participant.status not in SCREENING:
         raise Conflict(
-            "Screening data can be corrected only before randomization.", field="participant"
+            N_("Screening data can be corrected only before randomization."), field="participant"
         )
     why = _reason(reason)
     old = _screening_values(participant)
@@ -250,7 +256,7 @@ def correct_screening(
     participant.status = P.SCREEN_FAILED if failed else P.ELIGIBLE
     new = _screening_values(participant)
     if new == old:
-        raise InvalidInput("Nothing was changed: edit a value to correct it.", field="reason")
+        raise InvalidInput(N_("Nothing was changed: edit a value to correct it."), field="reason")
     changed = [key for key in new if new[key] != old[key]]
     session.flush()
     audit.record(
@@ -279,18 +285,21 @@ def _judge(
     try:
         return definition.stratum_key(site, factors), definition.evaluate_eligibility(eligibility)
     except InvalidAnswer as exc:
-        raise InvalidInput(f"{exc.field}: {exc.reason}.", field=exc.field) from None
+        raise InvalidInput(
+            N_("%(name)s: %(reason)s."), field=exc.field, name=exc.field, reason=exc.reason
+        ) from None
 
 
 def _screening_number(value: object) -> str:
     number = value.strip() if isinstance(value, str) else ""
     if not number:
-        raise InvalidInput("screening_number: a screening number is required.",
+        raise InvalidInput(N_("screening_number: a screening number is required."),
                            field="screening_number")  # fmt: skip
     if len(number) > MAX_SCREENING_NUMBER or not number.isprintable():
         raise InvalidInput(
-            f"screening_number: must be at most {MAX_SCREENING_NUMBER} printable characters.",
+            N_("screening_number: must be at most %(max_screening_number)s printable characters."),
             field="screening_number",
+            max_screening_number=MAX_SCREENING_NUMBER,
         )
     return number
 
@@ -310,17 +319,20 @@ def _refuse_duplicate(session: Session, study: Study, number: str, is_test: bool
 
 def _duplicate(number: str) -> Conflict:
     return Conflict(
-        f"screening_number: {number!r} is already registered in this study.",
+        N_("screening_number: '%(number)s' is already registered in this study."),
         field="screening_number",
+        number=number,
     )
 
 
 def _reason(reason: object) -> str:
     text = reason.strip() if isinstance(reason, str) else ""
     if not text:
-        raise InvalidInput("reason: give the reason for this change.", field="reason")
+        raise InvalidInput(N_("reason: give the reason for this change."), field="reason")
     if len(text) > MAX_REASON:
-        raise InvalidInput(f"reason: at most {MAX_REASON} characters.", field="reason")
+        raise InvalidInput(
+            N_("reason: at most %(max_reason)s characters."), field="reason", max_reason=MAX_REASON
+        )
     return text
 
 
@@ -358,31 +370,40 @@ def _lock_participant(session: Session, participant_id: int) -> Participant:
 def _refuse_unless_eligible(participant: Participant) -> None:
     if participant.randomization_number is not None:
         raise AlreadyRandomized(
-            "This participant is already randomized; nothing was changed.", field="participant"
+            N_("This participant is already randomized; nothing was changed."), field="participant"
         )
     if participant.status is P.WITHDRAWN:
         raise Conflict(
-            "This participant was withdrawn before randomization; nothing was changed.",
+            N_("This participant was withdrawn before randomization; nothing was changed."),
             field="participant",
         )
     if participant.status is P.SCREEN_FAILED:
         failed = ", ".join(participant.failed_criteria)
         raise NotEligible(
-            f"This participant failed screening ({failed}) and cannot be randomized; "
-            "nothing was changed.",
+            N_(
+                "This participant failed screening (%(failed)s) and cannot be "
+                "randomized; nothing was changed."
+            ),
             field="eligibility",
+            failed=failed,
         )
 
 
 def randomize(
-    session: Session, participant: Participant, *, signer: User, password: object
+    session: Session,
+    participant: Participant,
+    *,
+    signer: User,
+    password: object,
+    translate: Translate = english,
 ) -> Randomization:
     """Signed randomization: the next free slot of the stratum, its arm's kit, no arm shown.
 
     Refusals (NotEligible, SignatureInvalid, AlreadyRandomized, StratumExhausted,
     SupplyUnavailable) happen before anything is written or are undone by the caller's
     rollback. Exactly one ``participant.randomize`` event records a success, with the
-    signer's full name, the UTC time and the meaning of the signature.
+    signer's full name, the UTC time and the meaning of the signature as the signer read
+    it (``translate``: the gettext of the page they signed on) with its English msgid.
     """
     _refuse_unless_eligible(participant)
     check_signature(session, signer, password, RANDOMIZE_MEANING)
@@ -395,8 +416,10 @@ def randomize(
     _refuse_unless_eligible(participant)  # it may have changed while we waited
     if participant.is_test != (study.mode is StudyMode.TESTING):
         raise Conflict(
-            "This participant was registered as test data before the study went live and "
-            "cannot be randomized in the live study.",
+            N_(
+                "This participant was registered as test data before the study went live and "
+                "cannot be randomized in the live study."
+            ),
             field="participant",
         )
     slot, arm = _next_slot(session, study, participant)
@@ -418,8 +441,9 @@ def randomize(
         old={"status": P.ELIGIBLE.value},
         new={"status": P.RANDOMIZED.value, "randomization_number": slot.randomization_number,
              "stratum": participant.stratum, "kit_code": kit.code, "visit": visit,
-             "test": participant.is_test, "signature": _signature(signer, signed_at,
-                                                                 RANDOMIZE_MEANING)},
+             "test": participant.is_test, "signature": signature_record(signer, signed_at,
+                                                                 Text(RANDOMIZE_MEANING),
+                                                                 translate)},
     )  # fmt: skip
     return Randomization(
         participant.id, slot.randomization_number, kit.code, participant.randomized_at
@@ -435,8 +459,10 @@ def _next_slot(
     allocation_list = lists.find_list(session, study, kind)
     if allocation_list is None:
         raise StratumExhausted(
-            "Randomization is not open yet: the study has no allocation list. Nothing was "
-            "changed; ask the study statistician.",
+            N_(
+                "Randomization is not open yet: the study has no allocation list. Nothing was "
+                "changed; ask the study statistician."
+            ),
             field="list",
         )
     if minimization.is_minimization(allocation_list):
@@ -456,21 +482,14 @@ def _next_slot(
     )
     if slot is None:
         raise StratumExhausted(
-            "The allocation list has no free place left for this participant's stratum. "
-            "Nothing was changed; ask the study statistician to extend the list.",
+            N_(
+                "The allocation list has no free place left for this participant's stratum. "
+                "Nothing was changed; ask the study statistician to extend the list."
+            ),
             field="list",
         )
     sealer = sealer_by_key_id(session, study, allocation_list.data_key_id)
     return slot, lists.slot_arm(session, study, slot, sealer)
-
-
-def _signature(signer: User, signed_at: dt.datetime, meaning: str) -> dict[str, str]:
-    return {
-        "signer": signer.full_name,
-        "username": signer.username,
-        "signed_at": audit.timestamp(signed_at),
-        "meaning": meaning,
-    }
 
 
 def dispense(
@@ -482,6 +501,7 @@ def dispense(
     password: object,
     override_reason: object = None,
     today: dt.date | None = None,
+    translate: Translate = english,
 ) -> KitForVisit:
     """Signed allocation of the kit for a later dispensing visit, of the participant's arm.
 
@@ -496,15 +516,23 @@ def dispense(
     reason = override_reason.strip() if isinstance(override_reason, str) else ""
     if not window.contains(today) and not reason:
         raise InvalidInput(
-            f"Today ({today.isoformat()}) is outside the window of visit {code} "
-            f"({window.opens.isoformat()} to {window.closes.isoformat()}, due "
-            f"{window.due.isoformat()}). Give an override reason to allocate the kit anyway.",
+            N_(
+                "Today (%(today)s) is outside the window of visit %(code)s (%(opens)s to "
+                "%(closes)s, due %(due)s). Give an override reason to allocate the kit "
+                "anyway."
+            ),
             field="override_reason",
+            today=today.isoformat(),
+            code=code,
+            opens=window.opens.isoformat(),
+            closes=window.closes.isoformat(),
+            due=window.due.isoformat(),
         )
     if reason and len(reason) > MAX_REASON:
-        raise InvalidInput(f"override_reason: at most {MAX_REASON} characters.",
-                           field="override_reason")  # fmt: skip
-    check_signature(session, signer, password, DISPENSE_MEANING.format(visit=code))
+        raise InvalidInput(N_("override_reason: at most %(max_reason)s characters."),
+                           field="override_reason", max_reason=MAX_REASON)  # fmt: skip
+    meaning = Text(DISPENSE_MEANING, {"visit": code})
+    check_signature(session, signer, password, str(meaning))
     signed_at, actor = utcnow(), actor_of(signer)
     participant = _lock_participant(session, participant.id)
     refuse_if_locked(study)
@@ -524,7 +552,7 @@ def dispense(
         new={"visit": code, "kit_code": kit.code, "due": window.due.isoformat(),
              "window": [window.opens.isoformat(), window.closes.isoformat()],
              "outside_window": outside,
-             "signature": _signature(signer, signed_at, DISPENSE_MEANING.format(visit=code))},
+             "signature": signature_record(signer, signed_at, meaning, translate)},
         reason=reason if outside else None,
     )  # fmt: skip
     return KitForVisit(
@@ -538,13 +566,15 @@ def _dispensing_visit(definition: StudyDefinition, participant: Participant, vis
     if not isinstance(visit, str) or visit not in later:
         choices = ", ".join(later) or "none"
         raise InvalidInput(
-            f"visit: must be a later dispensing visit of the study ({choices}).", field="visit"
+            N_("visit: must be a later dispensing visit of the study (%(choices)s)."),
+            field="visit",
+            choices=choices,
         )
     if participant.status is not P.RANDOMIZED:
         raise Conflict(
-            f"Only randomized participants receive kits (this one is "
-            f"{participant.status.value.replace('_', ' ')}).",
+            N_("Only randomized participants receive kits (this one is %(status)s)."),
             field="participant",
+            status=participant.status,
         )
     return visit
 
@@ -553,7 +583,7 @@ def _arm_of(session: Session, study: Study, participant: Participant) -> str:
     """The arm of the slot bound to the participant (opened for allocation only)."""
     arm = lists.participant_arm(session, study, participant.id)
     if arm is None:
-        raise Conflict("This participant has no allocation slot.", field="participant")
+        raise Conflict(N_("This participant has no allocation slot."), field="participant")
     return arm
 
 
@@ -578,7 +608,7 @@ def replace_kit(
     refuse_if_locked(study)
     if participant.status is not P.RANDOMIZED:
         raise Conflict(
-            "Only kits of randomized participants are replaced here.", field="participant"
+            N_("Only kits of randomized participants are replaced here."), field="participant"
         )
     held = session.scalar(
         select(Dispensation)
@@ -590,7 +620,9 @@ def replace_kit(
         )
     )
     if held is None:
-        raise InvalidInput(f"kit_code: this participant holds no kit {code!r}.", field="kit_code")
+        raise InvalidInput(
+            N_("kit_code: this participant holds no kit '%(code)s'."), field="kit_code", code=code
+        )
     new = allocation.replace_kit(
         session, study, dispensation=held, reason=why, actor=actor, lost=lost,
         sites=frozenset({participant.site_code}),
@@ -634,9 +666,10 @@ def _change_status(
     why = _reason(reason)
     if participant.status not in allowed_from:
         raise Conflict(
-            f"A participant who is {participant.status.value.replace('_', ' ')} cannot "
-            f"become {to.value.replace('_', ' ')}.",
+            N_("A participant who is %(status)s cannot become %(to)s."),
             field="status",
+            status=participant.status,
+            to=to,
         )
     old = participant.status
     participant.status = to

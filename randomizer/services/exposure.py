@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from randomizer.errors import Conflict
+from randomizer.errors import N_, Conflict, Text
 from randomizer.models import AuditEvent, Role, Study, User
 
 #: Audit actions whose event showed its actor one or more arms.
@@ -169,20 +169,26 @@ def check_role_change(
         return None
     if user.role.unblinded and not new_role.unblinded:
         kind = UNBLINDED_TO_MASKED
-        message = (
-            f"{user.username} has held the unblinded {user.role.value} role and may have "
-            f"seen arms: as {new_role.value} they would be a masked person who is not blind. "
-            "Confirm with --acknowledge-exposure (recorded in the audit trail; see "
-            "`randomizer report exposure`)."
+        message = Text(
+            N_(
+                "%(username)s has held the unblinded %(role)s role and may have seen arms: as "
+                "%(new_role)s they would be a masked person who is not blind. Confirm with "
+                "--acknowledge-exposure (recorded in the audit trail; see `randomizer report "
+                "exposure`)."
+            ),
+            {"username": user.username, "role": user.role, "new_role": new_role},
         )
     elif new_role.unblinded and (
         user.role is Role.ASSESSOR or Role.ASSESSOR.value in roles_held(session, user.username)
     ):
         kind = ASSESSOR_UNBLINDED
-        message = (
-            f"{user.username} is or was an outcome assessor: the {new_role.value} role would "
-            "unblind an assessor of this trial. Confirm with --acknowledge-exposure "
-            "(recorded in the audit trail)."
+        message = Text(
+            N_(
+                "%(username)s is or was an outcome assessor: the %(new_role)s role would "
+                "unblind an assessor of this trial. Confirm with --acknowledge-exposure "
+                "(recorded in the audit trail)."
+            ),
+            {"username": user.username, "new_role": new_role},
         )
     else:
         return None

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import Conflict
+from randomizer.errors import N_, Conflict
 from randomizer.models import (
     Kit,
     KitStatus,
@@ -65,26 +65,32 @@ def go_live(
 ) -> GoLiveResult:
     """Switch the study to live for good; both signatures are checked before anything changes."""
     signers = cosign(
-        session, step="Going live", meaning=MEANING, statistician=statistician,
+        session, step=N_("Going live"), meaning=MEANING, statistician=statistician,
         statistician_password=statistician_password, admin=admin, admin_password=admin_password,
     )  # fmt: skip
     signer, cosigner = signers.statistician, signers.admin
     locked = lock_study_row(session, study.id)
     if locked.mode is not StudyMode.TESTING:
-        raise Conflict(f"Study {study.code} is already live; going live is one-way.", field="study")
+        raise Conflict(
+            N_("Study %(study)s is already live; going live is one-way."),
+            field="study",
+            study=study.code,
+        )
     live = find_list(session, study, ListKind.LIVE)
     if live is None:
         raise Conflict(
-            f"Study {study.code} has no live list: generate or import one before going live.",
+            N_("Study %(study)s has no live list: generate or import one before going live."),
             field="list",
+            study=study.code,
         )
     refuse_twin(session, study, live)
     actor = actor_of(signer)
     report = verify_list(session, study, kind=ListKind.LIVE, actor=actor)
     if not report.ok:
         raise Conflict(
-            "The live list failed verification; it cannot be used: " + "; ".join(report.problems),
+            N_("The live list failed verification; it cannot be used: %(problems)s"),
             field="list",
+            problems="; ".join(report.problems),
         )
     result = GoLiveResult(
         participants_archived=_archive_participants(session, study),

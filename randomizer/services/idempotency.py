@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from randomizer.errors import Conflict, IdempotencyError
+from randomizer.errors import N_, Conflict, IdempotencyError
 from randomizer.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
@@ -53,14 +53,17 @@ def check_key(raw: str | None) -> str:
         key = key[1:-1]
     if not key:
         raise IdempotencyError(
-            "Send an Idempotency-Key header (for example a new UUID) with this request, and "
-            "the same key again when you retry it.",
+            N_(
+                "Send an Idempotency-Key header (for example a new UUID) with this request, and "
+                "the same key again when you retry it."
+            ),
             field="Idempotency-Key",
         )
     if len(key) > MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
         raise IdempotencyError(
-            f"The Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.",
+            N_("The Idempotency-Key must be 1 to %(max_key_length)s printable ASCII characters."),
             field="Idempotency-Key",
+            max_key_length=MAX_KEY_LENGTH,
         )
     return key
 
@@ -104,14 +107,18 @@ def claim(session: Session, *, user_id: int, key: str, endpoint: str, request_ha
     if record is None or record.response_status is None:
         # Only a snapshot that predates the first request's commit: a retry sees its answer.
         raise KeyInFlight(
-            "A request with this Idempotency-Key has just been answered; retry with the same "
-            "key to get its answer.",
+            N_(
+                "A request with this Idempotency-Key has just been answered; retry with the same "
+                "key to get its answer."
+            ),
             field="Idempotency-Key",
         )
     if record.endpoint != endpoint or not hmac.compare_digest(record.request_hash, request_hash):
         raise KeyReused(
-            "This Idempotency-Key was already used for a different request; use a new "
-            "key for a new request.",
+            N_(
+                "This Idempotency-Key was already used for a different request; use a new "
+                "key for a new request."
+            ),
             field="Idempotency-Key",
         )
     return Claim(record.id, (record.response_status, record.response_body or {}))

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.errors import Conflict, InvalidInput
+from randomizer.errors import N_, Conflict, InvalidInput
 from randomizer.models import Dispensation, Kit, KitStatus, Study
 from randomizer.services.supply.stock import lock_stock, moved, pool_of, pools
 
@@ -47,18 +47,20 @@ def check_transition(kit: Kit, to: KitStatus, reason: str | None = None) -> None
     """Refuse an impossible move (or one missing its reason) with a clear message."""
     if to not in TRANSITIONS[kit.status]:
         raise Conflict(
-            f"Kit {kit.code} is {kit.status.value.replace('_', ' ')}; it cannot become "
-            f"{to.value.replace('_', ' ')}.",
+            N_("Kit %(kit)s is %(status)s; it cannot become %(to)s."),
             field="status",
+            kit=kit.code,
+            status=kit.status,
+            to=to,
         )
     if to in REASON_REQUIRED and not (reason and reason.strip()):
-        raise InvalidInput(f"Give the reason the kit is {to.value}.", field="reason")
+        raise InvalidInput(N_("Give the reason the kit is %(to)s."), field="reason", to=to)
     if to in AT_SITE and kit.site_code is None:
-        raise Conflict(f"Kit {kit.code} is not at a site; it cannot become {to.value}.",
-                       field="status")  # fmt: skip
+        raise Conflict(N_("Kit %(kit)s is not at a site; it cannot become %(to)s."),
+                       field="status", kit=kit.code, to=to)  # fmt: skip
     if to in AT_DEPOT_ONLY and kit.site_code is not None:
-        raise Conflict(f"Kit {kit.code} is at site {kit.site_code}, not at the depot.",
-                       field="status")  # fmt: skip
+        raise Conflict(N_("Kit %(kit)s is at site %(site_code)s, not at the depot."),
+                       field="status", kit=kit.code, site_code=kit.site_code)  # fmt: skip
 
 
 def change_status(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit, kitcodes, sequence
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, InvalidInput, NotFound
+from randomizer.errors import N_, Conflict, InvalidInput, NotFound
 from randomizer.models import (
     Dispensation,
     Kit,
@@ -94,20 +94,29 @@ def _check_batch(
     definition = definition_of(study)
     unit = sum(a.ratio for a in definition.arms)
     if not 1 <= count <= MAX_KITS_PER_CALL:
-        raise InvalidInput(f"The count must be between 1 and {MAX_KITS_PER_CALL}.", field="count")
+        raise InvalidInput(
+            N_("The count must be between 1 and %(max_kits_per_call)s."),
+            field="count",
+            max_kits_per_call=MAX_KITS_PER_CALL,
+        )
     if site is not None and site not in {s.code for s in definition.sites}:
-        raise InvalidInput(f"Study {study.code} has no site {site!r}.", field="site")
+        raise InvalidInput(
+            N_("Study %(study)s has no site '%(site)s'."), field="site", study=study.code, site=site
+        )
     if lot is not None and not 1 <= len(lot.strip()) <= 64:
-        raise InvalidInput("The lot must be 1–64 characters.", field="lot")
+        raise InvalidInput(N_("The lot must be 1–64 characters."), field="lot")
     if arm is not None and arm not in {a.code for a in definition.arms}:
         choices = ", ".join(a.code for a in definition.arms)
-        raise InvalidInput(f"Study {study.code} has no arm {arm!r} (its arms: {choices}).",
-                           field="arm")  # fmt: skip
+        raise InvalidInput(N_("Study %(study)s has no arm '%(arm)s' (its arms: %(choices)s)."),
+                           field="arm", study=study.code, arm=arm, choices=choices)  # fmt: skip
     if site is not None and arm is None and count % unit:
         raise InvalidInput(
-            f"Kits made at a site come in whole units: the count must be a multiple of "
-            f"{unit} (one kit per ratio part of every product).",
+            N_(
+                "Kits made at a site come in whole units: the count must be a multiple "
+                "of %(unit)s (one kit per ratio part of every product)."
+            ),
             field="count",
+            unit=unit,
         )
 
 
@@ -160,15 +169,20 @@ def get_kit(session: Session, study: Study, code: str) -> Kit:
     """A kit of this study by (typed) code, or NotFound; a mistyped code is named as such."""
     if not kitcodes.is_valid(code):
         raise NotFound(
-            f"{code!r} is not a valid kit code (check character does not match: mistyped?).",
+            N_("'%(code)s' is not a valid kit code (check character does not match: mistyped?)."),
             field="kit_code",
+            code=code,
         )
     kit = session.scalar(
         select(Kit).where(Kit.study_id == study.id, Kit.code == kitcodes.canonical(code))
     )
     if kit is None:
-        raise NotFound(f"No kit {kitcodes.canonical(code)} in study {study.code}.",
-                       field="kit_code")  # fmt: skip
+        raise NotFound(
+            N_("No kit %(kit)s in study %(study)s."),
+            field="kit_code",
+            kit=kitcodes.canonical(code),
+            study=study.code,
+        )
     return kit
 
 
@@ -194,24 +208,34 @@ def set_status(
     """
     kit = get_kit(session, study, code)
     if sites is not None and kit.site_code not in sites:
-        raise NotFound(f"No kit {kit.code} at your sites.", field="kit_code")
+        raise NotFound(N_("No kit %(kit)s at your sites."), field="kit_code", kit=kit.code)
     if off_site_only and kit.site_code is not None and kit.status is not S.IN_TRANSIT:
         raise Conflict(
-            f"Kit {kit.code} is at site {kit.site_code}: its pharmacist records what happens "
-            "to it there.",
+            N_(
+                "Kit %(kit)s is at site %(site_code)s: its pharmacist records what "
+                "happens to it there."
+            ),
             field="kit_code",
+            kit=kit.code,
+            site_code=kit.site_code,
         )
     if kit.status is S.ALLOCATED and to in (S.DAMAGED, S.LOST):
         raise Conflict(
-            f"Kit {kit.code} is allocated to a participant: report it through the "
-            "replacement of that participant's kit.",
+            N_(
+                "Kit %(kit)s is allocated to a participant: report it through the "
+                "replacement of that participant's kit."
+            ),
             field="kit_code",
+            kit=kit.code,
         )
     if to is S.EXPIRED and (kit.expiry is None or kit.expiry >= utcnow().date()):
         raise Conflict(
-            f"Kit {kit.code} is still in date: kits expire by their date (the daily expiry "
-            "run); quarantine it instead.",
+            N_(
+                "Kit %(kit)s is still in date: kits expire by their date (the daily "
+                "expiry run); quarantine it instead."
+            ),
             field="status",
+            kit=kit.code,
         )
     change_status(session, study, kit, to, actor=actor, reason=reason)
     return kit
@@ -220,7 +244,7 @@ def set_status(
 # --- allocation and dispensing ---------------------------------------------------------
 
 #: The one answer when no kit can be allocated: it never depends on which arm is short.
-NO_SUPPLY_MESSAGE = (
+NO_SUPPLY_MESSAGE = N_(
     "No kit can be allocated at this site right now. Nothing was changed; ask the study "
     "pharmacist or the depot about this site's supply."
 )
@@ -243,7 +267,9 @@ def dispensation_in_scope(
         or kit.study_id != study.id
         or (sites is not None and participant.site_code not in sites)
     ):
-        raise NotFound(f"No dispensation {dispensation.id} at your sites.", field="dispensation")
+        raise NotFound(
+            N_("No dispensation %(id)s at your sites."), field="dispensation", id=dispensation.id
+        )
     return kit, participant
 
 
@@ -268,12 +294,15 @@ def confirm_dispensing(
         scanned = get_kit(session, study, kit_code)
         if scanned.id != kit.id:
             raise InvalidInput(
-                f"Kit {scanned.code} is not the kit allocated here ({kit.code}); nothing "
-                "was changed.",
+                N_("Kit %(scanned)s is not the kit allocated here (%(kit)s); nothing was changed."),
                 field="kit_code",
+                scanned=scanned.code,
+                kit=kit.code,
             )
     if dispensation.status != "allocated":
-        raise Conflict(f"Kit {kit.code} is not waiting to be dispensed.", field="dispensation")
+        raise Conflict(
+            N_("Kit %(kit)s is not waiting to be dispensed."), field="dispensation", kit=kit.code
+        )
     check_transition(kit, KitStatus.DISPENSED)
     kit.status = KitStatus.DISPENSED
     dispensation.status = "dispensed"

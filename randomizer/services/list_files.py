@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit, sequence
-from randomizer.errors import Conflict, InvalidInput
+from randomizer.errors import N_, Conflict, InvalidInput, Text
 from randomizer.models import AllocationList, AllocationSlot, ListKind, SlotStatus, Study, User
 from randomizer.services.bulk_unblinding import Signature, check_signers, signed_by
 from randomizer.services.lists import (
@@ -249,14 +249,25 @@ def _check_numbers(session: Session, study: Study, rows: list[_Row]) -> list[str
     return problems
 
 
-def _refusal(filename: str, problems: list[str]) -> str:
+def _refusal(filename: str, problems: list[str]) -> Text:
     shown = problems[:MAX_PROBLEMS]
     more = len(problems) - len(shown)
-    tail = [f"… and {more} more problem(s)"] if more else []
-    head = (
-        f"{filename}: the list was not imported ({len(problems)} problem(s)); nothing was stored:"
+    lines = "\n".join(shown)
+    if more:
+        return Text(
+            N_(
+                "%(filename)s: the list was not imported (%(count)s problems); nothing was "
+                "stored:\n%(problems)s\n… and %(more)s more problems"
+            ),
+            {"filename": filename, "count": len(problems), "problems": lines, "more": more},
+        )
+    return Text(
+        N_(
+            "%(filename)s: the list was not imported (problems: %(count)s); nothing was "
+            "stored:\n%(problems)s"
+        ),
+        {"filename": filename, "count": len(problems), "problems": lines},
     )
-    return "\n".join([head, *shown, *tail])
 
 
 def _list(items: Iterable[str]) -> str:
@@ -289,7 +300,7 @@ def export_list(
     signers: list[User] = []
     if unblinded:
         live = kind is ListKind.LIVE
-        what = "the live list" if live else "the dummy list"
+        what = N_("the live list") if live else N_("the dummy list")
         signers = check_signers(session, study, signatures, live=live, what=what)
     # The block structure is sealed with the arm: every slot is opened, the arm is written
     # only when unblinded.

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from randomizer import audit, sequence
 from randomizer.crypto import NONCE_BYTES, IntegrityFailure, pad, unpad
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, InvalidInput, NotFound
+from randomizer.errors import N_, Conflict, InvalidInput, NotFound, Text
 from randomizer.models import (
     AllocationList,
     AllocationSlot,
@@ -84,7 +84,12 @@ def get_list(session: Session, study: Study, kind: ListKind) -> AllocationList:
     """The study's list of this kind, or NotFound."""
     found = find_list(session, study, kind)
     if found is None:
-        raise NotFound(f"Study {study.code} has no {kind.value} list yet.", field="list")
+        raise NotFound(
+            N_("Study %(study)s has no %(kind)s list yet."),
+            field="list",
+            study=study.code,
+            kind=kind,
+        )
     return found
 
 
@@ -209,24 +214,32 @@ class SlotCipher:
 def _check_changeable(study: Study, kind: ListKind, action: str) -> None:
     if study.mode is StudyMode.LIVE and kind is ListKind.DUMMY:
         raise Conflict(
-            f"Study {study.code} is live: its dummy list is archived and cannot be {action}.",
+            N_("Study %(study)s is live: its dummy list is archived and cannot be %(action)s."),
             field="list",
+            study=study.code,
+            action=Text(action),
         )
     if study.mode is StudyMode.LIVE and action != "extended":
         raise Conflict(
-            f"Study {study.code} is live: its live list can be extended, never {action}.",
+            N_("Study %(study)s is live: its live list can be extended, never %(action)s."),
             field="list",
+            study=study.code,
+            action=Text(action),
         )
 
 
 def check_new_list(session: Session, study: Study, kind: ListKind) -> None:
     """Refuse a list of this kind when the study already has one or is live."""
-    _check_changeable(study, kind, "replaced")
+    _check_changeable(study, kind, N_("replaced"))
     if find_list(session, study, kind) is not None:
         raise Conflict(
-            f"Study {study.code} already has a {kind.value} list; it can be extended with "
-            "more blocks but not made again.",
+            N_(
+                "Study %(study)s already has a %(kind)s list; it can be extended with "
+                "more blocks but not made again."
+            ),
             field="list",
+            study=study.code,
+            kind=kind,
         )
 
 
@@ -270,13 +283,13 @@ def generate_list(
             field="list",
         )
     if seed is not None and kind is not ListKind.DUMMY:
-        raise InvalidInput("A seed may be given only for a dummy list.", field="seed")
+        raise InvalidInput(N_("A seed may be given only for a dummy list."), field="seed")
     if seed is not None and len(seed) != sequence.SEED_BYTES:
-        raise InvalidInput("The seed must be 256 bits (64 hex digits).", field="seed")
+        raise InvalidInput(N_("The seed must be 256 bits (64 hex digits)."), field="seed")
     per_stratum = definition.per_stratum if per_stratum is None else per_stratum
     if not 1 <= per_stratum <= 1_000_000:
         raise InvalidInput(
-            "Slots per stratum must be between 1 and 1,000,000.", field="per_stratum"
+            N_("Slots per stratum must be between 1 and 1,000,000."), field="per_stratum"
         )
     seed = seed or sequence.new_seed()
     arms, strata = arm_ratios(study), definition.strata()
@@ -314,8 +327,10 @@ def open_seed(session: Session, study: Study, row: AllocationList) -> bytes:
     """The sealed seed of a generated list (IntegrityFailure when it does not open)."""
     if row.seed_sealed is None:
         raise Conflict(
-            f"The {row.kind.value} list of study {study.code} was imported: it has no seed.",
+            N_("The %(kind)s list of study %(study)s was imported: it has no seed."),
             field="list",
+            kind=row.kind,
+            study=study.code,
         )
     sealer = sealer_by_key_id(session, study, row.data_key_id)
     return bytes.fromhex(sealer.open("seed", row.id, row.seed_sealed))
@@ -407,9 +422,13 @@ def refuse_twin(session: Session, study: Study, row: AllocationList) -> None:
     other = find_list(session, study, other_kind)
     if other is not None and other.fingerprint == row.fingerprint:
         raise Conflict(
-            f"This {row.kind.value} list is identical to the {other_kind.value} list; "
-            "the live list must be made separately.",
+            N_(
+                "This %(kind)s list is identical to the %(other_kind)s list; the live "
+                "list must be made separately."
+            ),
             field="list",
+            kind=row.kind,
+            other_kind=other_kind,
         )
 
 
@@ -427,12 +446,15 @@ def extend_stratum(
 
     Returns the number of slots added (at least ``slots``: blocks are never cut).
     """
-    _check_changeable(study, kind, "extended")
+    _check_changeable(study, kind, N_("extended"))
     if definition_of(study).method != "permuted-blocks":
         raise Conflict(
-            f"Study {study.code} allocates by minimization: there is no list made in advance "
-            "to extend; each assignment is drawn at randomization.",
+            N_(
+                "Study %(study)s allocates by minimization: there is no list made in advance "
+                "to extend; each assignment is drawn at randomization."
+            ),
             field="list",
+            study=study.code,
         )
     row = session.scalars(
         select(AllocationList)
@@ -441,15 +463,31 @@ def extend_stratum(
         .execution_options(populate_existing=True)
     ).one_or_none()
     if row is None:
-        raise NotFound(f"Study {study.code} has no {kind.value} list yet.", field="list")
+        raise NotFound(
+            N_("Study %(study)s has no %(kind)s list yet."),
+            field="list",
+            study=study.code,
+            kind=kind,
+        )
     if stratum not in row.params["strata"]:
-        raise InvalidInput(f"Study {study.code} has no stratum {stratum!r}.", field="stratum")
+        raise InvalidInput(
+            N_("Study %(study)s has no stratum '%(stratum)s'."),
+            field="stratum",
+            study=study.code,
+            stratum=stratum,
+        )
     if not 1 <= slots <= MAX_EXTENSION:
-        raise InvalidInput(f"Add between 1 and {MAX_EXTENSION:,} slots.", field="slots")
+        raise InvalidInput(
+            N_("Add between 1 and %(max_extension)s slots."),
+            field="slots",
+            max_extension=MAX_EXTENSION,
+        )
     if row.seed_sealed is None:
         raise Conflict(
-            "This list was imported: it has no seed to continue from. Make the extra blocks "
-            "where the list was made; an imported list cannot be extended here.",
+            N_(
+                "This list was imported: it has no seed to continue from. Make the extra blocks "
+                "where the list was made; an imported list cannot be extended here."
+            ),
             field="list",
         )
     counts = recorded_counts(row)

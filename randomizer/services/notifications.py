@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from randomizer.db import utcnow
 from randomizer.models import Notification
+from randomizer.wording import Text, in_every_language
 
 #: After this many failed attempts a message waits for an administrator's "retry".
 MAX_ATTEMPTS = 10
@@ -33,6 +34,8 @@ MAX_ERROR_LENGTH = 500
 #: Wait before the second attempt, doubled after each failure, up to MAX_BACKOFF.
 FIRST_BACKOFF = dt.timedelta(seconds=30)
 MAX_BACKOFF = dt.timedelta(hours=1)
+#: Between the languages of a message's body.
+BODY_SEPARATOR = "\n" + "-" * 60 + "\n\n"
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,18 @@ def queue(
     *,
     study_id: int | None,
     recipients: Iterable[str],
-    subject: str,
-    body: str,
+    subject: str | Text,
+    body: str | Text,
 ) -> Notification:
-    """Put a message in the outbox, in the caller's transaction (flushes, never commits)."""
+    """Put a message in the outbox, in the caller's transaction (flushes, never commits).
+
+    A ``Text`` subject or body is written in every language of MAIL_LANGUAGES, Spanish
+    first: the recipients (sponsor contacts, unblinded staff) have no language of record.
+    """
+    if isinstance(subject, Text):
+        subject = " / ".join(in_every_language(subject))
+    if isinstance(body, Text):
+        body = BODY_SEPARATOR.join(words.rstrip("\n") + "\n" for words in in_every_language(body))
     message = Notification(
         study_id=study_id,
         recipients=sorted(set(recipients)),

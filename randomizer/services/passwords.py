@@ -12,7 +12,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 
-from randomizer.errors import InvalidInput
+from randomizer.errors import N_, InvalidInput
 
 MIN_PASSWORD_LENGTH = 12
 #: Long enough for passphrases, short enough that hashing cannot be used to tie up workers.
@@ -42,18 +42,23 @@ def check_password_policy(password: str, *, username: str = "") -> None:
     """Refuse a password that is too short, too long, common or guessable from its context."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(
-            f"The password must have at least {MIN_PASSWORD_LENGTH} characters.",
+            N_("The password must have at least %(min_password_length)s characters."),
             field="password",
+            min_password_length=MIN_PASSWORD_LENGTH,
         )
     if len(password) > MAX_PASSWORD_LENGTH:
         raise InvalidInput(
-            f"The password must have at most {MAX_PASSWORD_LENGTH} characters.", field="password"
+            N_("The password must have at most %(max_password_length)s characters."),
+            field="password",
+            max_password_length=MAX_PASSWORD_LENGTH,
         )
     if len(set(password)) < 4:
-        raise InvalidInput("The password is too simple.", field="password")
+        raise InvalidInput(N_("The password is too simple."), field="password")
     if password.lower() in common_passwords() or _context_word(password, username):
         raise InvalidInput(
-            "This password is too common or too easy to guess: choose another one (a few "
-            "unrelated words make a good password).",
+            N_(
+                "This password is too common or too easy to guess: choose another one (a few "
+                "unrelated words make a good password)."
+            ),
             field="password",
         )

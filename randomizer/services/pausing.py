@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, InvalidInput, RandomizationPaused
+from randomizer.errors import N_, Conflict, InvalidInput, RandomizationPaused, Text
 from randomizer.models import RandomizationPause, Study
 from randomizer.services.studies import lock_study_row
 
@@ -37,27 +37,40 @@ def refuse_if_paused(session: Session, study: Study, site: str) -> None:
             raise RandomizationPaused(_refusal(study, pause), field="study")
 
 
-def _refusal(study: Study, pause: RandomizationPause) -> str:
-    where = (
-        f"for study {study.code}"
-        if pause.site_code is None
-        else f"at site {pause.site_code} of study {study.code}"
+def _refusal(study: Study, pause: RandomizationPause) -> Text:
+    if pause.site_code is None:
+        return Text(
+            N_("Randomization is paused for study %(study)s: %(reason)s Nothing was changed."),
+            {"study": study.code, "reason": pause.reason},
+        )
+    return Text(
+        N_(
+            "Randomization is paused at site %(site)s of study %(study)s: %(reason)s Nothing "
+            "was changed."
+        ),
+        {"site": pause.site_code, "study": study.code, "reason": pause.reason},
     )
-    return f"Randomization is paused {where}: {pause.reason} Nothing was changed."
 
 
 def _scope(study: Study, site: str | None) -> str | None:
     if site is not None and site not in {s.code for s in study.sites}:
-        raise InvalidInput(f"site: study {study.code} has no site {site!r}.", field="site")
+        raise InvalidInput(
+            N_("site: study %(study)s has no site '%(site)s'."),
+            field="site",
+            study=study.code,
+            site=site,
+        )
     return site
 
 
 def _reason(reason: object) -> str:
     text = " ".join(reason.split()) if isinstance(reason, str) else ""
     if not text:
-        raise InvalidInput("reason: give the reason for the pause.", field="reason")
+        raise InvalidInput(N_("reason: give the reason for the pause."), field="reason")
     if len(text) > MAX_REASON:
-        raise InvalidInput(f"reason: at most {MAX_REASON} characters.", field="reason")
+        raise InvalidInput(
+            N_("reason: at most %(max_reason)s characters."), field="reason", max_reason=MAX_REASON
+        )
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
@@ -65,8 +78,10 @@ def _open_pause(session: Session, study: Study, site: str | None) -> Randomizati
     return next((p for p in open_pauses(session, study) if p.site_code == site), None)
 
 
-def _where(site: str | None) -> str:
-    return "the whole study" if site is None else f"site {site}"
+def _where(site: str | None) -> Text:
+    if site is None:
+        return Text(N_("the whole study"))
+    return Text(N_("site %(site)s"), {"site": site})
 
 
 def pause(
@@ -76,7 +91,9 @@ def pause(
     site, why = _scope(study, site), _reason(reason)
     lock_study_row(session, study.id)
     if _open_pause(session, study, site) is not None:
-        raise Conflict(f"Randomization is already paused for {_where(site)}.", field="site")
+        raise Conflict(
+            N_("Randomization is already paused for %(where)s."), field="site", where=_where(site)
+        )
     row = RandomizationPause(
         study_id=study.id, site_code=site, reason=why, paused_by=actor.username
     )
@@ -98,7 +115,9 @@ def resume(
     lock_study_row(session, study.id)
     row = _open_pause(session, study, site)
     if row is None:
-        raise Conflict(f"Randomization is not paused for {_where(site)}.", field="site")
+        raise Conflict(
+            N_("Randomization is not paused for %(where)s."), field="site", where=_where(site)
+        )
     row.resumed_at, row.resumed_by = utcnow(), actor.username
     session.flush()
     audit.record(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, NotFound
+from randomizer.errors import N_, Conflict, NotFound
 from randomizer.models import Dispensation, Kit, KitStatus, Participant, ParticipantStatus, Study
 from randomizer.services.kit_lifecycle import change_status
 from randomizer.services.kits import (
@@ -195,7 +195,11 @@ def get_dispensation(
         .where(Dispensation.id == dispensation_id, Participant.study_id == study.id)
     ).first()
     if row is None or row[1].site_code not in set(sites):
-        raise NotFound(f"No dispensation {dispensation_id} at your sites.", field="dispensation")
+        raise NotFound(
+            N_("No dispensation %(dispensation_id)s at your sites."),
+            field="dispensation",
+            dispensation_id=dispensation_id,
+        )
     dispensation: Dispensation = row[0]
     return dispensation
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.errors import Conflict
+from randomizer.errors import N_, Conflict
 from randomizer.models import Dispensation, Kit, Participant, ParticipantStatus, Study
 from randomizer.services.kits import open_arms
 from randomizer.services.lists import participant_arm
@@ -108,9 +108,12 @@ def export_dm(session: Session, study: Study, *, out: TextIO, actor: audit.Actor
     """
     if study.locked_at is None:
         raise Conflict(
-            f"The database of study {study.code} is not locked: the SDTM DM dataset exists "
-            "only after the database lock. No file was written.",
+            N_(
+                "The database of study %(study)s is not locked: the SDTM DM dataset "
+                "exists only after the database lock. No file was written."
+            ),
             field="study",
+            study=study.code,
         )
     rows = dm_rows(session, study)
     writer = csv.writer(out)

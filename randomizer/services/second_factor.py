@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.crypto import IntegrityFailure, associated_data, seal, unseal
-from randomizer.errors import Conflict, InvalidInput
+from randomizer.errors import N_, Conflict, InvalidInput
 from randomizer.instance import secrets_of
 from randomizer.models import User
 
@@ -46,8 +46,9 @@ def enrol_totp(
     """Give the user a new TOTP secret; returns the otpauth:// URI to scan. Audited."""
     if user.totp_sealed is not None and not replace:
         raise Conflict(
-            f"{user.username} already has a second factor; replace it explicitly (--replace).",
+            N_("%(username)s already has a second factor; replace it explicitly (--replace)."),
             field="username",
+            username=user.username,
         )
     replaced = user.totp_sealed is not None
     secret = new_totp_secret()
@@ -82,7 +83,10 @@ def confirm_totp(
     _store_totp(session, user, secret, last_step=0)
     if not verify_totp(session, user, code):
         raise InvalidInput(
-            "That code is not valid. Enter the current 6-digit code from your authenticator app.",
+            N_(
+                "That code is not valid. Enter the current 6-digit code from your "
+                "authenticator app."
+            ),
             field="code",
         )
     codes = new_recovery_codes(user)
@@ -125,7 +129,9 @@ def _recovery_digest(code: str) -> str:
 def remove_totp(session: Session, user: User, *, actor: audit.Actor) -> None:
     """Remove the user's second factor (a lost phone); audited."""
     if user.totp_sealed is None:
-        raise Conflict(f"{user.username} has no second factor.", field="username")
+        raise Conflict(
+            N_("%(username)s has no second factor."), field="username", username=user.username
+        )
     user.totp_sealed = None
     user.recovery_codes = None
     audit.record(

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, object_session
 
 from randomizer import audit, kitcodes
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, InvalidInput, NotFound
+from randomizer.errors import N_, Conflict, InvalidInput, NotFound, Text
 from randomizer.models import (
     Kit,
     KitStatus,
@@ -62,7 +62,9 @@ def get_shipment(
         or shipment.study_id != study.id
         or (sites is not None and shipment.site_code not in sites)
     ):
-        raise NotFound(f"No shipment {shipment_id}.", field="shipment")
+        raise NotFound(
+            N_("No shipment %(shipment_id)s."), field="shipment", shipment_id=shipment_id
+        )
     return shipment
 
 
@@ -186,12 +188,14 @@ def create_shipment(
 ) -> Shipment:
     """A proposed shipment of these depot kits to ``site`` (kits reserved; audited by code)."""
     if site not in {s.code for s in definition_of(study).sites}:
-        raise InvalidInput(f"Study {study.code} has no site {site!r}.", field="site")
+        raise InvalidInput(
+            N_("Study %(study)s has no site '%(site)s'."), field="site", study=study.code, site=site
+        )
     if not kits:
-        raise Conflict("The depot has no kit that can be shipped.", field="count")
+        raise Conflict(N_("The depot has no kit that can be shipped."), field="count")
     for kit in kits:
         if kit.status is not KitStatus.AT_DEPOT or kit.shipment_id is not None:
-            raise Conflict(f"Kit {kit.code} is not free at the depot.", field="kits")
+            raise Conflict(N_("Kit %(kit)s is not free at the depot."), field="kits", kit=kit.code)
     shipment = Shipment(
         study_id=study.id, site_code=site, status=ShipmentStatus.PROPOSED, origin=origin,
         is_test=current_is_test(study), created_by=actor.username, depot_short=depot_short,
@@ -227,19 +231,30 @@ def propose_manual(
     Refused, with nothing changed, when the depot cannot fill it."""
     unit = unit_size(study)
     if not 1 <= count <= MAX_SHIPMENT_KITS:
-        raise InvalidInput(f"The count must be between 1 and {MAX_SHIPMENT_KITS}.", field="count")
+        raise InvalidInput(
+            N_("The count must be between 1 and %(max_shipment_kits)s."),
+            field="count",
+            max_shipment_kits=MAX_SHIPMENT_KITS,
+        )
     if count % unit:
         raise InvalidInput(
-            f"The count must be a multiple of {unit} (one kit per ratio part of every "
-            "product), so that the shipment is balanced.",
+            N_(
+                "The count must be a multiple of %(unit)s (one kit per ratio part of "
+                "every product), so that the shipment is balanced."
+            ),
             field="count",
+            unit=unit,
         )
     kits, short = pick_depot_units(session, study, count // unit, today=today or utcnow().date())
     if short:
         raise Conflict(
-            f"The depot can fill {len(kits)} of these {count} kits; nothing was proposed. "
-            "Ask for fewer, or release more kits to the depot.",
+            N_(
+                "The depot can fill %(available)s of these %(count)s kits; nothing was "
+                "proposed. Ask for fewer, or release more kits to the depot."
+            ),
             field="count",
+            available=len(kits),
+            count=count,
         )
     return create_shipment(session, study, site=site, kits=kits, actor=actor, origin="manual")
 
@@ -266,8 +281,10 @@ def _require_status(shipment: Shipment, *allowed: ShipmentStatus) -> None:
         session.refresh(shipment, with_for_update=True)
     if shipment.status not in allowed:
         raise Conflict(
-            f"Shipment {shipment.id} is {shipment.status.value.replace('_', ' ')}.",
+            N_("Shipment %(id)s is %(status)s."),
             field="shipment",
+            id=shipment.id,
+            status=shipment.status,
         )
 
 
@@ -298,7 +315,7 @@ def cancel(
     """Cancel a proposed shipment; its kits are free at the depot again."""
     _require_status(shipment, ShipmentStatus.PROPOSED)
     if not reason or not reason.strip():
-        raise InvalidInput("Give the reason the shipment is cancelled.", field="reason")
+        raise InvalidInput(N_("Give the reason the shipment is cancelled."), field="reason")
     kits = _kits_of(session, shipment)
     before = pools(kits)
     for kit in kits:
@@ -332,20 +349,24 @@ def _lines_for_codes(
 ) -> list[tuple[ShipmentLine, Kit]]:
     """Check every code before anything is recorded; the first bad one refuses them all."""
     if not codes:
-        raise InvalidInput("Scan or type at least one kit code.", field="codes")
+        raise InvalidInput(N_("Scan or type at least one kit code."), field="codes")
     found: list[tuple[ShipmentLine, Kit]] = []
     seen: set[str] = set()
     for typed in codes:
         if not kitcodes.is_valid(typed):
             raise InvalidInput(
-                f"{typed!r} is not a valid kit code: its check character does not match "
-                "(mistyped?). Nothing was recorded; check the label and scan or type it again.",
+                N_(
+                    "'%(typed)s' is not a valid kit code: its check character does not match "
+                    "(mistyped?). Nothing was recorded; check the label and scan or type it "
+                    "again."
+                ),
                 field="codes",
+                typed=typed,
             )
         code = kitcodes.canonical(typed)
         if code in seen:
-            raise InvalidInput(f"Kit {code} is listed twice. Nothing was recorded.",
-                               field="codes")  # fmt: skip
+            raise InvalidInput(N_("Kit %(code)s is listed twice. Nothing was recorded."),
+                               field="codes", code=code)  # fmt: skip
         seen.add(code)
         row = session.execute(
             select(ShipmentLine, Kit)
@@ -354,14 +375,22 @@ def _lines_for_codes(
         ).first()
         if row is None:
             raise InvalidInput(
-                f"Kit {code} is not part of shipment {shipment.id}. Nothing was recorded; "
-                "set that kit aside and check its label.",
+                N_(
+                    "Kit %(code)s is not part of shipment %(id)s. Nothing was recorded; set "
+                    "that kit aside and check its label."
+                ),
                 field="codes",
+                code=code,
+                id=shipment.id,
             )
         line, kit = row[0], row[1]
         if line.outcome != "pending":
-            raise InvalidInput(f"Kit {code} was already checked in as {line.outcome}. "
-                               "Nothing was recorded.", field="codes")  # fmt: skip
+            raise InvalidInput(
+                N_("Kit %(code)s was already checked in as %(outcome)s. Nothing was recorded."),
+                field="codes",
+                code=code,
+                outcome=Text(line.outcome),
+            )
         found.append((line, kit))
     return found
 
@@ -384,10 +413,10 @@ def receive_kits(
     """
     _require_status(shipment, ShipmentStatus.IN_TRANSIT)
     if outcome not in OUTCOMES:
-        raise InvalidInput("Choose received or damaged.", field="outcome")
+        raise InvalidInput(N_("Choose received or damaged."), field="outcome")
     remark = (remark or "").strip() or None
     if outcome == "damaged" and remark is None:
-        raise InvalidInput("Describe the damage.", field="remark")
+        raise InvalidInput(N_("Describe the damage."), field="remark")
     pairs = _lines_for_codes(session, shipment, codes)
     to = KitStatus.AVAILABLE if outcome == "received" else KitStatus.DAMAGED
     for _line, kit in pairs:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.errors import Conflict, InvalidInput, NotFound
+from randomizer.errors import N_, Conflict, InvalidInput, NotFound
 from randomizer.models import AllocationList, Site, Study, StudyMode
 from randomizer.studydef import StudyDefinition, StudyDefinitionError, parse_study
 
@@ -28,7 +28,7 @@ def get_study(session: Session, code: str) -> Study:
     """The study with this code, or NotFound."""
     study = session.scalar(select(Study).where(Study.code == code))
     if study is None:
-        raise NotFound(f"No study with code {code!r}.", field="study")
+        raise NotFound(N_("No study with code '%(code)s'."), field="study", code=code)
     return study
 
 
@@ -55,7 +55,9 @@ def load_study(
     try:
         definition = parse_study(text, filename)
     except StudyDefinitionError as exc:
-        raise InvalidInput(str(exc), field=exc.field) from None
+        raise InvalidInput(
+            N_("The study definition is refused: %(problem)s"), field=exc.field, problem=str(exc)
+        ) from None
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     study = session.scalar(select(Study).where(Study.code == definition.code))
     if study is not None:
@@ -67,9 +69,12 @@ def load_study(
             .where(AllocationList.study_id == study.id)
         ):
             raise Conflict(
-                f"Study {definition.code} already has allocation lists or is live; "
-                "its definition can no longer be replaced.",
+                N_(
+                    "Study %(definition)s already has allocation lists or is live; its "
+                    "definition can no longer be replaced."
+                ),
                 field="study",
+                definition=definition.code,
             )
         old = {"sha256": hashlib.sha256(study.definition_toml.encode()).hexdigest()}
         _apply(session, study, definition, text)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, InvalidInput, NotFound, NotPermitted, SignatureInvalid
+from randomizer.errors import N_, Conflict, InvalidInput, NotFound, NotPermitted, SignatureInvalid
 from randomizer.models import (
     Participant,
     Role,
@@ -27,11 +27,18 @@ from randomizer.models import (
 )
 from randomizer.services import lists, notifications
 from randomizer.services.studies import definition_of
-from randomizer.services.users import actor_of, check_signature, has_second_factor, verify_totp
+from randomizer.services.users import (
+    actor_of,
+    check_signature,
+    has_second_factor,
+    signature_record,
+    verify_totp,
+)
 from randomizer.studydef import StudyDefinition
+from randomizer.wording import Text, Translate, english
 
 #: What the investigator signs (21 CFR 11.50: the meaning of the signature).
-UNBLIND_MEANING = "I request emergency unblinding of this participant for the reason given"
+UNBLIND_MEANING = N_("I request emergency unblinding of this participant for the reason given")
 MAX_REASON = 2000
 #: Largest id the integer columns hold; larger ids are simply unknown.
 MAX_ID = 2**31 - 1
@@ -52,21 +59,25 @@ def find_participant(session: Session, participant_id: int, user: User) -> Parti
     "another site's" (NotFound), and NotPermitted for every other role."""
     if user.role is not Role.INVESTIGATOR:
         raise NotPermitted(
-            "Only an investigator of the participant's site may unblind a participant."
+            N_("Only an investigator of the participant's site may unblind a participant.")
         )
     participant = session.get(Participant, participant_id) if 0 < participant_id <= MAX_ID else None
     if participant is None or participant.site_code not in user.site_codes:
-        raise NotFound(f"No participant {participant_id} at your sites.", field="participant_id")
+        raise NotFound(
+            N_("No participant %(participant_id)s at your sites."),
+            field="participant_id",
+            participant_id=participant_id,
+        )
     return participant
 
 
 def find_by_number(session: Session, number: str, user: User) -> list[Participant]:
     """Participants at the investigator's sites with this randomization number (any study)."""
     if user.role is not Role.INVESTIGATOR:
-        raise NotPermitted("Only investigators unblind participants.")
+        raise NotPermitted(N_("Only investigators unblind participants."))
     wanted = _normalise(number)
     if not wanted:
-        raise InvalidInput("Type the randomization number.", field="randomization_number")
+        raise InvalidInput(N_("Type the randomization number."), field="randomization_number")
     return list(
         session.scalars(
             select(Participant)
@@ -90,11 +101,13 @@ def unblind(
     password: object,
     totp_code: object = None,
     confirm_number: object,
+    translate: Translate = english,
 ) -> UnblindResult:
     """Disclose one participant's arm to an investigator of their site; audited, notified.
 
     Every refusal raises before anything is written (or after flushes the caller's rollback
     undoes). A participant unblinded before is disclosed again, as a new audited event.
+    The signature's meaning is stored as the investigator read it (``translate``).
     """
     participant = find_participant(session, participant.id, actor_user)
     if participant.randomization_number is None:
@@ -106,8 +119,10 @@ def unblind(
     check_signature(session, actor_user, password, UNBLIND_MEANING)
     if has_second_factor(actor_user) and not verify_totp(session, actor_user, totp_code):
         raise SignatureInvalid(
-            "The one-time code is not valid: nothing was disclosed. Enter the current code "
-            "from your authenticator app.",
+            N_(
+                "The one-time code is not valid: nothing was disclosed. Enter the current code "
+                "from your authenticator app."
+            ),
             field="totp_code",
         )
     arm_code = participant_arm(session, study, participant)
@@ -117,7 +132,8 @@ def unblind(
     first = participant.unblinded_at is None
     if first:
         participant.unblinded_at, participant.unblinded_by = now, actor_user.username
-    _record(session, study, participant, actor_user, category, why, now, first)
+    signature = signature_record(actor_user, now, Text(UNBLIND_MEANING), translate)
+    _record(session, study, participant, actor_user, category, why, now, signature, first)
     _notify_sponsor(session, study, definition, participant, actor_user, category, now)
     return UnblindResult(participant.id, arm_code, definition.arm(arm_code).name, now)
 
@@ -132,7 +148,7 @@ def redisclose(
     """
     participant = find_participant(session, participant.id, actor_user)
     if participant.unblinded_at is None:
-        raise Conflict("This participant has not been unblinded.", field="participant_id")
+        raise Conflict(N_("This participant has not been unblinded."), field="participant_id")
     study = session.get_one(Study, participant.study_id)
     arm_code = participant_arm(session, study, participant)
     audit.record(
@@ -160,7 +176,7 @@ def participant_arm(session: Session, study: Study, participant: Participant) ->
 
 def _not_randomized() -> Conflict:
     return Conflict(
-        "This participant has not been randomized: there is no treatment to disclose.",
+        N_("This participant has not been randomized: there is no treatment to disclose."),
         field="participant_id",
     )
 
@@ -182,13 +198,19 @@ def _check_reason(
     allowed = definition.unblinding_reasons
     if not isinstance(reason_category, str) or reason_category not in allowed:
         raise InvalidInput(
-            f"Choose a reason category: one of {', '.join(allowed)}.", field="reason_category"
+            N_("Choose a reason category: one of %(choices)s."),
+            field="reason_category",
+            choices=", ".join(allowed),
         )
     text = reason.strip() if isinstance(reason, str) else ""
     if not text:
-        raise InvalidInput("State the reason for unblinding in your own words.", field="reason")
+        raise InvalidInput(N_("State the reason for unblinding in your own words."), field="reason")
     if len(text) > MAX_REASON:
-        raise InvalidInput(f"The reason may have at most {MAX_REASON} characters.", field="reason")
+        raise InvalidInput(
+            N_("The reason may have at most %(max_reason)s characters."),
+            field="reason",
+            max_reason=MAX_REASON,
+        )
     return reason_category, text
 
 
@@ -200,8 +222,10 @@ def _check_confirmation(participant: Participant, confirm_number: object) -> Non
     typed = _normalise(confirm_number)
     if not typed or typed != (participant.randomization_number or "").upper():
         raise InvalidInput(
-            "The randomization number you typed is not this participant's: check the "
-            "participant and type the number again.",
+            N_(
+                "The randomization number you typed is not this participant's: check the "
+                "participant and type the number again."
+            ),
             field="confirm_number",
         )
 
@@ -214,6 +238,7 @@ def _record(
     category: str,
     reason: str,
     at: dt.datetime,
+    signature: dict[str, str],
     first: bool,
 ) -> None:
     """The Unblinding row and the one audit event (never the arm)."""
@@ -244,12 +269,7 @@ def _record(
             "randomization_number": participant.randomization_number,
             "reason_category": category,
             "test": participant.is_test,
-            "signature": {
-                "signer": user.full_name,
-                "username": user.username,
-                "signed_at": audit.timestamp(at),
-                "meaning": UNBLIND_MEANING,
-            },
+            "signature": signature,
         },
         reason=reason,
     )
@@ -266,31 +286,43 @@ def _notify_sponsor(
 ) -> None:
     """Queue the blinded notice: who, when, which participant and site. Never the arm."""
     site = next((s.name for s in definition.sites if s.code == participant.site_code), "")
-    test = "[TEST] " if participant.is_test else ""
-    subject = (
-        f"{test}[randomizer] Emergency unblinding in study {study.code}: participant "
-        f"{participant.randomization_number} at site {participant.site_code}"
+    values = {
+        "study": study.code, "registry": study.registry_id, "title": study.title,
+        "number": participant.randomization_number, "participant": participant.id,
+        "site": participant.site_code, "site_name": site, "signer": user.full_name,
+        "username": user.username, "category": category,
+        "when": at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+    }  # fmt: skip
+    subject = Text(
+        N_(
+            "[randomizer] Emergency unblinding in study %(study)s: participant %(number)s at "
+            "site %(site)s"
+        ),
+        values,
     )
-    body = "\n".join(
-        [
-            f"{test}An investigator unblinded one participant in an emergency.",
-            "",
-            f"Study:        {study.code} ({study.registry_id}) {study.title}",
-            f"Participant:  randomization number {participant.randomization_number} "
-            f"(participant id {participant.id})",
-            f"Site:         {participant.site_code} {site}",
-            f"Unblinded by: {user.full_name} ({user.username}), investigator",
-            f"When (UTC):   {at.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M:%S')}",
-            f"Reason:       {category}",
-            "",
-            "This message does not say which treatment the participant receives. The reason",
-            "given and the investigator's signature are in the service's audit trail.",
-        ]
+    body = Text(
+        N_(
+            "An investigator unblinded one participant in an emergency.\n"
+            "\n"
+            "Study: %(study)s (%(registry)s) %(title)s\n"
+            "Participant: randomization number %(number)s (participant id %(participant)s)\n"
+            "Site: %(site)s %(site_name)s\n"
+            "Unblinded by: %(signer)s (%(username)s), investigator\n"
+            "When (UTC): %(when)s\n"
+            "Reason: %(category)s\n"
+            "\n"
+            "This message does not say which treatment the participant receives. The reason "
+            "given and the investigator's signature are in the service's audit trail.\n"
+        ),
+        values,
     )
+    if participant.is_test:
+        subject = Text(N_("[TEST] %(subject)s"), {"subject": subject})
+        body = Text(N_("[TEST] %(body)s"), {"body": body})
     notifications.queue(
         session,
         study_id=study.id,
         recipients=[c.email for c in definition.sponsor_contacts],
         subject=subject,
-        body=body + "\n",
+        body=body,
     )

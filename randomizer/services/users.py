@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from randomizer import audit
 from randomizer.crypto import dummy_password_check, hash_password, token_digest, verify_password
 from randomizer.db import utcnow
-from randomizer.errors import AuthenticationFailed, InvalidInput, NotFound, SignatureInvalid
+from randomizer.errors import N_, AuthenticationFailed, InvalidInput, NotFound, SignatureInvalid
 from randomizer.models import ApiToken, Role, Site, User, UserSite
 from randomizer.services.exposure import check_role_change
 from randomizer.services.passwords import (
@@ -31,6 +31,7 @@ from randomizer.services.second_factor import (
     verify_totp,
 )
 from randomizer.throttle import FailureThrottle
+from randomizer.wording import Text, Translate
 
 __all__ = [
     "MAX_PASSWORD_LENGTH",
@@ -47,7 +48,7 @@ USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
 TOKEN_PREFIX = "rnd_"
 
 #: The one message for every failed sign-in, so that it reveals nothing.
-SIGN_IN_REFUSED = "Unknown username or wrong password."
+SIGN_IN_REFUSED = N_("Unknown username or wrong password.")
 #: Roles that REQUIRE_TOTP_FOR_PRIVILEGED keeps out until they enrol a second factor.
 PRIVILEGED_ROLES = frozenset({Role.ADMIN, Role.STATISTICIAN, Role.PHARMACIST})
 
@@ -91,10 +92,14 @@ def _check_sites(session: Session, role: Role, sites: Iterable[str]) -> list[str
     known = set(session.scalars(select(Site.code).where(Site.code.in_(site_codes))))
     if unknown := [s for s in site_codes if s not in known]:
         raise InvalidInput(
-            f"Unknown site {unknown[0]!r}: load the study that defines it first.", field="site"
+            N_("Unknown site '%(unknown)s': load the study that defines it first."),
+            field="site",
+            unknown=unknown[0],
         )
     if role in (Role.INVESTIGATOR, Role.PHARMACIST) and not site_codes:
-        raise InvalidInput(f"The {role.value} role needs at least one site.", field="site")
+        raise InvalidInput(
+            N_("The %(role)s role needs at least one site."), field="site", role=role
+        )
     return site_codes
 
 
@@ -113,7 +118,9 @@ def create_user(
     username = username.strip().lower()
     if not USERNAME_RE.match(username):
         raise InvalidInput(
-            "The username must be 2–64 characters: lower-case letters, digits, '.', '_' or '-'.",
+            N_(
+                "The username must be 2–64 characters: lower-case letters, digits, '.', '_' or '-'."
+            ),
             field="username",
         )
     try:
@@ -121,12 +128,17 @@ def create_user(
     except ValueError:
         allowed = ", ".join(r.value for r in Role)
         raise InvalidInput(
-            f"Unknown role {role!r}; choose one of {allowed}.", field="role"
+            N_("Unknown role '%(role)s'; choose one of %(allowed)s."),
+            field="role",
+            role=role,
+            allowed=allowed,
         ) from None
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise InvalidInput(f"The username {username!r} is taken.", field="username")
+        raise InvalidInput(
+            N_("The username '%(username)s' is taken."), field="username", username=username
+        )
     if email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
-        raise InvalidInput(f"{email!r} is not an e-mail address.", field="email")
+        raise InvalidInput(N_("'%(email)s' is not an e-mail address."), field="email", email=email)
     site_codes = _check_sites(session, role, sites)
     check_password_policy(password, username=username)
     user = User(
@@ -157,7 +169,7 @@ def get_user(session: Session, username: str) -> User:
     """The user with this username, or NotFound."""
     user = session.scalar(select(User).where(User.username == username.strip().lower()))
     if user is None:
-        raise NotFound(f"No user named {username!r}.", field="username")
+        raise NotFound(N_("No user named '%(username)s'."), field="username", username=username)
     return user
 
 
@@ -244,8 +256,10 @@ def authenticate(
     if user.role in policy.second_factor_roles:
         _refuse(session, user, source, "second factor required but not enrolled")
         raise SecondFactorMissing(
-            "Your role may only sign in with a second factor (an authenticator app), and "
-            "you have none yet. Ask an administrator to enrol you.",
+            N_(
+                "Your role may only sign in with a second factor (an authenticator app), and "
+                "you have none yet. Ask an administrator to enrol you."
+            ),
             field="password",
         )
     _signed_in(session, user, source, second_factor=False)
@@ -276,7 +290,10 @@ def complete_sign_in(
         if _count_failure(session, user, policy, source, "wrong one-time code"):
             raise AuthenticationFailed(SIGN_IN_REFUSED)
         raise SecondFactorInvalid(
-            "That code is not valid. Enter the current 6-digit code from your authenticator app.",
+            N_(
+                "That code is not valid. Enter the current 6-digit code from your "
+                "authenticator app."
+            ),
             field="code",
         )
     _signed_in(session, user, source, second_factor=True)
@@ -343,23 +360,39 @@ def check_signature(session: Session, user: User, password: object, meaning: str
     the right password, until the lockout period has passed.
     """
     if not isinstance(password, str) or not password:
-        raise SignatureInvalid("Re-enter your password to sign.", field="password")
+        raise SignatureInvalid(N_("Re-enter your password to sign."), field="password")
     throttle = session.info.get("signature_throttle")
     key = f"{user.id}:{user.password_hash}"
     if isinstance(throttle, FailureThrottle) and throttle.blocked(session, key):
         raise SignatureInvalid(
-            "Too many wrong passwords: signing is paused for this account. Wait a few "
-            "minutes or ask an administrator; nothing was signed or changed.",
+            N_(
+                "Too many wrong passwords: signing is paused for this account. Wait a few "
+                "minutes or ask an administrator; nothing was signed or changed."
+            ),
             field="password",
         )
     if not verify_password(user.password_hash, password):
         if isinstance(throttle, FailureThrottle):
             throttle.fail(session, key)
         raise SignatureInvalid(
-            "The password does not match: nothing was signed or changed.", field="password"
+            N_("The password does not match: nothing was signed or changed."), field="password"
         )
     if isinstance(throttle, FailureThrottle):
         throttle.clear(session, key)
+
+
+def signature_record(
+    signer: User, signed_at: dt.datetime, meaning: Text, translate: Translate
+) -> dict[str, str]:
+    """A signature as the audit trail keeps it (21 CFR 11.50): who, when, and the meaning
+    in the words the signer read (``translate``: their page's gettext), with the English."""
+    return {
+        "signer": signer.full_name,
+        "username": signer.username,
+        "signed_at": audit.timestamp(signed_at),
+        "meaning": meaning.render(translate),
+        "meaning_en": str(meaning),
+    }
 
 
 def create_token(session: Session, user: User, *, actor: audit.Actor = audit.SYSTEM) -> str:
@@ -383,7 +416,7 @@ def revoke_token(session: Session, token_id: int, *, actor: audit.Actor) -> None
     """Revoke an API token; audited."""
     row = session.get(ApiToken, token_id)
     if row is None or row.revoked_at is not None:
-        raise NotFound("No such active token.")
+        raise NotFound(N_("No such active token."))
     row.revoked_at = utcnow()
     audit.record(
         session,

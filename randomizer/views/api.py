@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.wrappers import Response
 
 from randomizer.db import db
-from randomizer.errors import AuthenticationFailed
+from randomizer.errors import N_, AuthenticationFailed
 from randomizer.services.users import user_for_token
 from randomizer.views.openapi import document
 
@@ -22,10 +22,10 @@ def _authenticate() -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("Send 'Authorization: Bearer <token>'.")
+        raise AuthenticationFailed(N_("Send 'Authorization: Bearer <token>'."))
     user = user_for_token(db.session(), token.strip())
     if user is None:
-        raise AuthenticationFailed("The API token is unknown or revoked.")
+        raise AuthenticationFailed(N_("The API token is unknown or revoked."))
     g.api_user = user
 
 

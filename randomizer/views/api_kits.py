@@ -13,7 +13,7 @@ from flask import Response, jsonify
 
 from randomizer.auth import current, current_actor
 from randomizer.db import db
-from randomizer.errors import NotFound
+from randomizer.errors import N_, NotFound
 from randomizer.models import Role, Study
 from randomizer.services import pharmacy
 from randomizer.services.blinded_kits import blinded_kits
@@ -34,7 +34,12 @@ def _sites(study: Study, wanted: str | None, allowed: set[str]) -> list[str]:
     if wanted is None:
         return sorted(allowed)
     if wanted not in allowed:
-        raise NotFound(f"No site {wanted!r} of yours in study {study.code}.", field="site")
+        raise NotFound(
+            N_("No site '%(wanted)s' of yours in study %(study)s."),
+            field="site",
+            wanted=wanted,
+            study=study.code,
+        )
     return [wanted]
 
 

@@ -13,7 +13,7 @@ from flask import Response, jsonify
 
 from randomizer.auth import can_see_site, current, current_actor
 from randomizer.db import db
-from randomizer.errors import InvalidInput, NotPermitted
+from randomizer.errors import N_, InvalidInput, NotPermitted
 from randomizer.models import Participant, Role, Study
 from randomizer.services import enrollment
 from randomizer.services.studies import definition_of, get_study
@@ -45,9 +45,14 @@ def registration_site(study_code: str) -> str:
     site = body_of(Registration).site
     if site not in {s.code for s in study.sites}:
         known = ", ".join(s.code for s in study.sites)
-        raise InvalidInput(f"site: {site!r} is not a site of this study ({known}).", field="site")
+        raise InvalidInput(
+            N_("site: '%(site)s' is not a site of this study (%(known)s)."),
+            field="site",
+            site=site,
+            known=known,
+        )
     if not can_see_site(current(), site):
-        raise NotPermitted("site: you may register participants only at your own sites.",
+        raise NotPermitted(N_("site: you may register participants only at your own sites."),
                            field="site")  # fmt: skip
     return site
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from randomizer.auth import current
 from randomizer.db import db
-from randomizer.errors import InvalidInput
+from randomizer.errors import N_, InvalidInput
 from randomizer.models import Role
 from randomizer.services import unblinding
 from randomizer.views.api import bp
@@ -50,7 +50,7 @@ def unblind(participant_id: int) -> tuple[Body, int]:
     body = body_of(UnblindRequest)
     if body.participant_id not in (None, participant_id):
         raise InvalidInput(
-            "participant_id: one participant per request, and it must be the URL's.",
+            N_("participant_id: one participant per request, and it must be the URL's."),
             field="participant_id",
         )
     session = db.session()

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from randomizer import audit, audit_anchor
 from randomizer.auth import current, roles_required
 from randomizer.db import db, read_transaction
-from randomizer.errors import InvalidInput
+from randomizer.errors import InvalidInput, shown_message
 from randomizer.instance import secrets_of
 from randomizer.models import AuditHead, Role
 from randomizer.services import audit_reports
@@ -54,7 +54,7 @@ def events() -> str | tuple[str, int]:
     try:
         flt = EventFilter.parse(request.args.to_dict())
     except InvalidInput as err:
-        return _events_page(EventFilter(), error=err.message), 422
+        return _events_page(EventFilter(), error=shown_message(err)), 422
     return _events_page(flt)
 
 

@@ -11,7 +11,7 @@ from wtforms.fields.choices import SelectChoice
 
 from randomizer.auth import current, roles_required
 from randomizer.db import db
-from randomizer.errors import RandomizerError
+from randomizer.errors import RandomizerError, shown_message
 from randomizer.models import ListKind, Role, Site, Study
 from randomizer.services import codebreak
 from randomizer.services.studies import get_study
@@ -55,7 +55,7 @@ def envelopes() -> str | tuple[str, int]:
         )  # fmt: skip
     except RandomizerError as err:
         session.rollback()
-        form.form_errors.append(err.message)
+        form.form_errors.append(shown_message(err))
         return render_template("codebreak/form.html", form=form), err.status
     session.commit()
     return render_template("codebreak/envelopes.html", run=run)

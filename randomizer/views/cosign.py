@@ -15,7 +15,7 @@ from wtforms.validators import DataRequired, Length
 
 from randomizer.auth import current
 from randomizer.db import db
-from randomizer.errors import RandomizerError
+from randomizer.errors import RandomizerError, shown_message
 from randomizer.models import Role, Study
 
 T = TypeVar("T")
@@ -63,7 +63,7 @@ def cosigned_page(
     except RandomizerError as err:
         db.session.rollback()
         target = form[err.field] if err.field and err.field in form else form["confirm"]
-        target.errors = [*target.errors, err.message]
+        target.errors = [*target.errors, shown_message(err)]
         return render_template(template, **ctx), err.status
     db.session.commit()
     return done(result)

@@ -18,7 +18,7 @@ from wtforms.validators import DataRequired, Length
 from randomizer.auth import current
 from randomizer.crypto import IntegrityFailure
 from randomizer.db import db
-from randomizer.errors import Conflict, RandomizerError
+from randomizer.errors import RandomizerError, shown_message, unreadable
 from randomizer.services.users import check_signature
 
 #: Spooled export files move from memory to a temporary file past this size.
@@ -46,8 +46,8 @@ def signed_download(
     except (RandomizerError, IntegrityFailure) as err:
         _discard(text)
         db.session.rollback()
-        refusal = err if isinstance(err, RandomizerError) else Conflict(str(err))
-        form.password.errors = [*form.password.errors, refusal.message]
+        refusal = err if isinstance(err, RandomizerError) else unreadable(err)
+        form.password.errors = [*form.password.errors, shown_message(refusal)]
         return render_template(template, form=form, **ctx), refusal.status
     except BaseException:
         _discard(text)

@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from flask import Flask, request
-from flask_babel import gettext as _
 from werkzeug.routing import BaseConverter, IntegerConverter, Map
 
-from randomizer.errors import MalformedInput
+from randomizer.errors import N_, MalformedInput
 from randomizer.inputs import MAX_INT, has_control_character, whole_number
 
 #: Query arguments the views fall back from when they are malformed (a bad ``next=`` after
@@ -78,9 +77,7 @@ def malformed(name: str) -> MalformedInput:
     """The refusal of a value holding a control character, naming the field."""
     shown = name if not has_control_character(name) else repr(name)
     return MalformedInput(
-        _(
-            "%(field)s: contains a control character (such as NUL); remove it and send again.",
-            field=shown,
-        ),
+        N_("%(name)s: contains a control character (such as NUL); remove it and send again."),
         field=shown,
+        name=shown,
     )

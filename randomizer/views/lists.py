@@ -23,7 +23,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from randomizer.auth import current, current_actor, roles_required
 from randomizer.crypto import IntegrityFailure
 from randomizer.db import db
-from randomizer.errors import Conflict, RandomizerError
+from randomizer.errors import RandomizerError, shown_message, unreadable
 from randomizer.forms import LocaleIntegerField
 from randomizer.models import ListKind, Role, Study
 from randomizer.predictability import decimals
@@ -115,7 +115,7 @@ def _refused(form: FlaskForm, err: RandomizerError, field: str, template: str, *
     """Roll back and show a refusal next to the field it concerns."""
     db.session.rollback()
     target = form[err.field] if err.field and err.field in form else form[field]
-    target.errors = [*target.errors, err.message]
+    target.errors = [*target.errors, shown_message(err)]
     return render_template(template, form=form, **ctx), err.status
 
 
@@ -138,7 +138,7 @@ def generate(code: str) -> Any:
         )
     except RandomizerError as err:
         db.session.rollback()
-        form.per_stratum.errors = [*form.per_stratum.errors, err.message]
+        form.per_stratum.errors = [*form.per_stratum.errors, shown_message(err)]
         return _index_with(form, ImportForm()), err.status
     db.session.commit()
     flash(
@@ -171,7 +171,7 @@ def upload(code: str) -> Any:
         )
     except RandomizerError as err:
         db.session.rollback()
-        form.file.errors = [*form.file.errors, *err.message.splitlines()]
+        form.file.errors = [*form.file.errors, *shown_message(err).splitlines()]
         return _index_with(GenerateForm(), form), err.status
     db.session.commit()
     flash(
@@ -247,7 +247,7 @@ def extend(code: str, kind: str) -> Any:
         )
     except (RandomizerError, IntegrityFailure) as err:
         db.session.rollback()
-        message = err.message if isinstance(err, RandomizerError) else str(err)
+        message = shown_message(err if isinstance(err, RandomizerError) else unreadable(err))
         form.slots.errors = [*form.slots.errors, message]
         return summary(code, kind, extend=form), getattr(err, "status", 409)
     db.session.commit()
@@ -293,7 +293,7 @@ def export(code: str, kind: str) -> Any:
         text.detach()
     except (RandomizerError, IntegrityFailure) as err:
         spool.close()
-        refusal = err if isinstance(err, RandomizerError) else Conflict(str(err))
+        refusal = err if isinstance(err, RandomizerError) else unreadable(err)
         return _refused(form, refusal, "password", "lists/export.html", **ctx)
     except BaseException:
         spool.close()

@@ -49,12 +49,6 @@ navigation.register(
     _l("screen, randomize and follow participants at your sites"),
 )
 
-#: The signed meaning as shown on pages (the audit trail keeps the English text).
-MEANINGS = {
-    enrollment.RANDOMIZE_MEANING: _l(
-        "I confirm this participant is eligible and request randomization"
-    ),
-}
 
 StatusChange = Callable[..., Participant]
 STATUS_CHANGES: dict[str, tuple[StatusChange, Any, Any]] = {
@@ -298,7 +292,7 @@ def randomize(participant_id: int) -> str | Response | tuple[str, int]:
     form = RandomizeForm()
     page = {"participant": participant, "study": study, "form": form,
             "definition": definition_of(study),
-            "meaning": MEANINGS[enrollment.RANDOMIZE_MEANING]}  # fmt: skip
+            "meaning": _(enrollment.RANDOMIZE_MEANING)}  # fmt: skip
     if not form.validate_on_submit():
         status = 422 if form.is_submitted() else 200
         return render_template("participants/randomize.html", **page), status
@@ -314,7 +308,9 @@ def randomize(participant_id: int) -> str | Response | tuple[str, int]:
 
 def _randomize(participant_id: int, form: RandomizeForm) -> Next:
     participant = visible_participant(participant_id)
-    enrollment.randomize(db.session(), participant, signer=current(), password=form.password.data)
+    enrollment.randomize(
+        db.session(), participant, signer=current(), password=form.password.data, translate=_
+    )
     return Next(url_for("participants.confirmation", participant_id=participant_id))
 
 
@@ -329,7 +325,7 @@ def confirmation(participant_id: int) -> str | Response:
     signer = _user_named(participant.randomized_by)
     return render_template(
         "participants/confirmation.html", participant=participant, study=study, kits=kits,
-        signer=signer, meaning=MEANINGS[enrollment.RANDOMIZE_MEANING], printed_at=utcnow(),
+        signer=signer, meaning=_(enrollment.RANDOMIZE_MEANING), printed_at=utcnow(),
     )  # fmt: skip
 
 
@@ -353,7 +349,8 @@ def dispense(participant_id: int) -> str | Response | tuple[str, int]:
         else []
     )
     page = {"participant": participant, "study": study, "form": form, "windows": windows,
-            "today": utcnow().date()}  # fmt: skip
+            "today": utcnow().date(),
+            "meaning": _(enrollment.DISPENSE_MEANING, visit=_("chosen above"))}  # fmt: skip
     if participant.status is not P.RANDOMIZED:
         flash(_("Only randomized participants receive kits."), "error")
         return redirect(url_for("participants.show", participant_id=participant_id))
@@ -373,6 +370,7 @@ def _dispense(participant_id: int, form: DispenseForm) -> Next:
     got = enrollment.dispense(
         db.session(), participant, visit=form.visit.data, signer=current(),
         password=form.password.data, override_reason=form.override_reason.data or None,
+        translate=_,
     )  # fmt: skip
     message = _("Kit %(code)s is allocated for visit %(visit)s.", code=got.kit_code,
                 visit=got.visit)  # fmt: skip

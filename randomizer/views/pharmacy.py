@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import SelectField, StringField, TextAreaField
@@ -16,7 +17,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from randomizer.auth import current, current_actor, roles_required
 from randomizer.db import db
-from randomizer.errors import NotFound, RandomizerError, shown_message
+from randomizer.errors import N_, NotFound, RandomizerError, shown_message
 from randomizer.models import KitStatus, Role, ShipmentStatus, Study
 from randomizer.services import pharmacy, shipments
 from randomizer.services.database_lock import refuse_if_locked
@@ -84,7 +85,7 @@ def _own(study: Study) -> frozenset[str]:
     """The pharmacist's sites in this study; a study without any answers 404."""
     sites = current().site_codes & {s.code for s in study.sites}
     if not sites:
-        raise NotFound(f"No study {study.code} at your sites.", field="study")
+        raise NotFound(N_("No study %(study)s at your sites."), field="study", study=study.code)
     return frozenset(sites)
 
 
@@ -122,7 +123,12 @@ def inventory(code: str) -> str:
     own = _own(study)
     site = request.args.get("site") or None
     if site is not None and site not in own:
-        raise NotFound(f"No site {site!r} of yours in study {study.code}.", field="site")
+        raise NotFound(
+            N_("No site '%(site)s' of yours in study %(study)s."),
+            field="site",
+            site=site,
+            study=study.code,
+        )
     where = [site] if site else sorted(own)
     total = count_kits(db.session(), study, sites=where)
     pages = max(1, -(-total // INVENTORY_PAGE))
@@ -254,7 +260,7 @@ def receive(code: str, shipment_id: int) -> Any:
         refuse(form, err, "codes")
         return _receipt(study, shipment_id, receive=form), err.status
     db.session.commit()
-    flash(_("%(n)d kit(s) checked in.", n=len(kits)), "success")
+    flash(ngettext("%(num)d kit checked in.", "%(num)d kits checked in.", len(kits)), "success")
     return redirect(url_for(".receipt", code=code, shipment_id=shipment_id))
 
 
@@ -275,10 +281,11 @@ def finish(code: str, shipment_id: int) -> Any:
     )
     db.session.commit()
     flash(
-        _(
-            "Shipment %(id)d received; %(n)d kit(s) reported missing.",
+        ngettext(
+            "Shipment %(id)d received; %(num)d kit reported missing.",
+            "Shipment %(id)d received; %(num)d kits reported missing.",
+            len(missing),
             id=shipment.id,
-            n=len(missing),
         ),
         "success",
     )

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import SelectField, StringField
@@ -110,7 +111,14 @@ def resupply(code: str) -> Any:
         return redirect(url_for(".index"))
     proposed = policy.check_all(db.session(), study)
     db.session.commit()
-    flash(_("Resupply check done: %(n)d shipment(s) proposed.", n=len(proposed)), "success")
+    flash(
+        ngettext(
+            "Resupply check done: %(num)d shipment proposed.",
+            "Resupply check done: %(num)d shipments proposed.",
+            len(proposed),
+        ),
+        "success",
+    )
     return redirect(url_for(".index"))
 
 

@@ -17,7 +17,7 @@ from wtforms.validators import DataRequired, Length
 
 from randomizer.auth import can_see_site, current, current_actor, roles_required
 from randomizer.db import db
-from randomizer.errors import RandomizerError
+from randomizer.errors import RandomizerError, shown_message
 from randomizer.models import RandomizationPause, Role, Study
 from randomizer.services import pausing
 from randomizer.services.database_lock import lock_study
@@ -97,7 +97,7 @@ def pause(code: str) -> Any:
     except RandomizerError as err:
         db.session.rollback()
         target = form.reason if err.field == "reason" else form.site
-        target.errors = [*target.errors, err.message]
+        target.errors = [*target.errors, shown_message(err)]
         return _index({code: form}), err.status
     db.session.commit()
     flash(_("Randomization is paused."), "success")

@@ -27,7 +27,7 @@ from wtforms.validators import Length
 
 from randomizer.auth import current, roles_required
 from randomizer.db import db
-from randomizer.errors import InvalidInput, RandomizerError, shown_message
+from randomizer.errors import N_, InvalidInput, RandomizerError, shown_message
 from randomizer.models import Participant, Role, Study
 from randomizer.services import notifications, unblinding
 from randomizer.services.studies import definition_of
@@ -107,7 +107,7 @@ def unblind(participant_id: int) -> str | tuple[str, int]:
         result = unblinding.unblind(
             session, participant, actor_user=user, reason_category=form.reason_category.data,
             reason=form.reason.data, password=form.password.data,
-            totp_code=form.totp_code.data, confirm_number=form.confirm_number.data,
+            totp_code=form.totp_code.data, confirm_number=form.confirm_number.data, translate=_,
         )  # fmt: skip
     except RandomizerError as err:
         session.rollback()
@@ -146,10 +146,10 @@ def one_participant_only(participant_id: int) -> None:
     for name in PARTICIPANT_FIELDS:
         values = request.form.getlist(name)
         if len(values) > 1 or (name == "participant_ids" and values):
-            raise InvalidInput(_("One participant per unblinding."), field="confirm_number")
+            raise InvalidInput(N_("One participant per unblinding."), field="confirm_number")
     named = request.form.get("participant_id")
     if named is not None and named.strip() != str(participant_id):
-        raise InvalidInput(_("One participant per unblinding."), field="confirm_number")
+        raise InvalidInput(N_("One participant per unblinding."), field="confirm_number")
 
 
 def _unblind_form(study: Study) -> UnblindForm:
@@ -169,6 +169,7 @@ def _form_page(form: UnblindForm, participant: Participant, status: int) -> tupl
         participant=participant,
         study=study,
         needs_code=has_second_factor(current()),
+        meaning=_(unblinding.UNBLIND_MEANING),
     ), status
 
 

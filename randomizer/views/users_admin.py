@@ -17,7 +17,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from randomizer.auth import current_actor, roles_required
 from randomizer.db import db
-from randomizer.errors import RandomizerError
+from randomizer.errors import RandomizerError, shown_message
 from randomizer.models import Role, Site, User
 from randomizer.services.accounts import create_account, enrol_for_user, reset_password
 from randomizer.services.users import get_user, remove_totp, update_user
@@ -72,7 +72,7 @@ def _choices(form: UserForm) -> UserForm:
 def _refused(form: UserForm, err: RandomizerError, template: str, **ctx: Any) -> Any:
     db.session.rollback()
     target = form[err.field] if err.field and err.field in form else form["role"]
-    target.errors = [*target.errors, err.message]
+    target.errors = [*target.errors, shown_message(err)]
     return render_template(template, form=form, **ctx), err.status
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import Conflict, InvalidInput, NotFound, SupplyUnavailable
+from randomizer.errors import N_, Conflict, InvalidInput, NotFound, SupplyUnavailable
 from randomizer.models import Dispensation, Kit, KitStatus, Participant, Study
 from randomizer.services.kit_lifecycle import change_status, check_transition
 from randomizer.services.kits import (
@@ -70,20 +70,36 @@ def allocate_kit(
     definition = definition_of(study)
     participant = session.get(Participant, participant_id)
     if participant is None or participant.study_id != study.id:
-        raise NotFound(f"No participant {participant_id} in study {study.code}.",
-                       field="participant_id")  # fmt: skip
+        raise NotFound(
+            N_("No participant %(participant_id)s in study %(study)s."),
+            field="participant_id",
+            participant_id=participant_id,
+            study=study.code,
+        )
     if participant.site_code != site:
-        raise InvalidInput(f"Participant {participant_id} is not at site {site}.", field="site")
+        raise InvalidInput(
+            N_("Participant %(participant_id)s is not at site %(site)s."),
+            field="site",
+            participant_id=participant_id,
+            site=site,
+        )
     try:
         visit_def = definition.visit(visit)
     except KeyError:
-        raise InvalidInput(f"Study {study.code} has no visit {visit!r}.", field="visit") from None
+        raise InvalidInput(
+            N_("Study %(study)s has no visit '%(visit)s'."),
+            field="visit",
+            study=study.code,
+            visit=visit,
+        ) from None
     if arm not in {a.code for a in definition.arms}:
         # Never name the arm: this message could reach a masked caller.
-        raise InvalidInput("The allocation asked for an arm the study does not define.",
+        raise InvalidInput(N_("The allocation asked for an arm the study does not define."),
                            field="arm")  # fmt: skip
     if not visit_def.dispense:
-        raise InvalidInput(f"Visit {visit} has no kit to dispense.", field="visit")
+        raise InvalidInput(
+            N_("Visit %(visit)s has no kit to dispense."), field="visit", visit=visit
+        )
     _refuse_second_kit(session, participant_id, visit)
     start = participant.randomized_at.date() if participant.randomized_at else None
     until = window_close(definition, visit, start=start, today=today)
@@ -125,10 +141,12 @@ def replace_kit(
     """
     today = today or utcnow().date()
     if not reason or not reason.strip():
-        raise InvalidInput("Give the reason the kit is replaced.", field="reason")
+        raise InvalidInput(N_("Give the reason the kit is replaced."), field="reason")
     old_kit, participant = dispensation_in_scope(session, study, dispensation, sites)
     if dispensation.status not in ACTIVE_DISPENSATION:
-        raise Conflict(f"Kit {old_kit.code} was already replaced.", field="dispensation")
+        raise Conflict(
+            N_("Kit %(old_kit)s was already replaced."), field="dispensation", old_kit=old_kit.code
+        )
     outcome = KitStatus.LOST if lost else KitStatus.DAMAGED
     check_transition(old_kit, outcome, reason)
     start = participant.randomized_at.date() if participant.randomized_at else None
@@ -218,5 +236,8 @@ def _refuse_second_kit(session: Session, participant_id: int, visit: str) -> Non
     )
     if held is not None:
         raise Conflict(
-            f"Participant {participant_id} already has a kit for visit {visit}.", field="visit"
+            N_("Participant %(participant_id)s already has a kit for visit %(visit)s."),
+            field="visit",
+            participant_id=participant_id,
+            visit=visit,
         )

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.db import utcnow
-from randomizer.errors import SupplyUnavailable
+from randomizer.errors import N_, SupplyUnavailable, Text
 from randomizer.models import (
     Dispensation,
     Kit,
@@ -284,32 +284,41 @@ def unblinded_recipients(session: Session, site: str) -> list[str]:
 def _alert_depot_short(session: Session, study: Study, site: str, units: int) -> None:
     # The outbox is readable by the (masked) admin: which product is short is shown on the
     # unblinded supply page, never written here.
+    values = {"study": study.code, "site": site, "units": units}
     _notify(
         session, study, site,
-        subject=f"[{study.code}] Depot short for a shipment to site {site}",
-        body=(
-            f"The supply rule asked for {units} unit(s) of kits for site {site} of study "
-            f"{study.code}; the depot could not fill them all. The supply page shows which "
-            "product is short. Release more kits to the depot (randomizer kits generate "
-            "--arm), then run the resupply check again."
+        subject=Text(N_("[%(study)s] Depot short for a shipment to site %(site)s"), values),
+        body=Text(
+            N_(
+                "The supply rule asked for %(units)s units of kits for site %(site)s of study "
+                "%(study)s; the depot could not fill them all. The supply page shows which "
+                "product is short. Release more kits to the depot (randomizer kits generate "
+                "--arm), then run the resupply check again."
+            ),
+            values,
         ),
     )  # fmt: skip
 
 
 def _alert_closed(session: Session, study: Study, site: str) -> None:
+    values = {"study": study.code, "site": site}
     _notify(
         session, study, site,
-        subject=f"[{study.code}] Site {site} cannot allocate kits until stock arrives",
-        body=(
-            f"At site {site} of study {study.code} the stock that is guaranteed whatever "
-            "the participants' arms has fallen below one kit of some product, so "
-            "randomization and dispensing there are refused alike for every participant "
-            "until a shipment is received. The supply page shows the figures."
+        subject=Text(N_("[%(study)s] Site %(site)s cannot allocate kits until stock arrives"),
+                     values),
+        body=Text(
+            N_(
+                "At site %(site)s of study %(study)s the stock that is guaranteed whatever "
+                "the participants' arms has fallen below one kit of some product, so "
+                "randomization and dispensing there are refused alike for every participant "
+                "until a shipment is received. The supply page shows the figures."
+            ),
+            values,
         ),
     )  # fmt: skip
 
 
-def _notify(session: Session, study: Study, site: str, *, subject: str, body: str) -> None:
+def _notify(session: Session, study: Study, site: str, *, subject: Text, body: Text) -> None:
     recipients = unblinded_recipients(session, site)
     if recipients:
         notifications.queue(
