@@ -162,7 +162,7 @@ def select_locale() -> str | None:
 def init_extensions(app: Flask) -> None:
     """Database, CSRF, translations, login, error handlers and security headers."""
     from randomizer import auth
-    from randomizer.views import input_layer, navigation
+    from randomizer.views import input_layer, navigation, study_text
 
     input_layer.install(app)
     db.init_app(app)
@@ -172,6 +172,7 @@ def init_extensions(app: Flask) -> None:
     babel.init_app(app, locale_selector=select_locale)
     app.jinja_env.add_extension("jinja2.ext.do")
     app.jinja_env.globals["current_locale"] = lambda: str(get_locale() or "es")
+    study_text.install(app)
     auth.init_app(app)
     navigation.init_app(app)
     register_error_handlers(app)

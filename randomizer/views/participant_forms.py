@@ -30,6 +30,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Va
 
 from randomizer.services.enrollment import MAX_REASON, MAX_SCREENING_NUMBER
 from randomizer.studydef import CriterionDef, StudyDefinition
+from randomizer.views.study_text import study_text
 
 YES, NO = "yes", "no"
 FACTOR_PREFIX = "factor-"
@@ -165,9 +166,10 @@ def screening_form(
     form_class: type[ScreeningBase] = type("ScreeningForm", bases, {"criterion_kinds": kinds})
     for factor in definition.factors:
         choices = [SelectChoice("", _("— choose —")), *(SelectChoice(lv) for lv in factor.levels)]
+        name = study_text(factor)
         setattr(form_class, FACTOR_PREFIX + factor.code, SelectField(
-            factor.name, choices=choices,
-            validators=[DataRequired(message=_("Choose the %(name)s.", name=factor.name))],
+            name, choices=choices,
+            validators=[DataRequired(message=_("Choose the %(name)s.", name=name))],
         ))  # fmt: skip
     for criterion in definition.eligibility:
         setattr(form_class, CRITERION_PREFIX + criterion.code, _criterion_field(criterion))
@@ -181,7 +183,7 @@ def screening_form(
 
 def _criterion_field(criterion: CriterionDef) -> Field:
     kind = _("Inclusion") if criterion.kind == "inclusion" else _("Exclusion")
-    label = f"{criterion.text} ({kind})"
+    label = f"{study_text(criterion)} ({kind})"
     if criterion.type == "boolean":
         return RadioField(
             label, choices=[SelectChoice(YES, _("Yes")), SelectChoice(NO, _("No"))],
@@ -202,7 +204,7 @@ def _finite(form: FlaskForm, field: Field) -> None:
 
 def number_hint(criterion: CriterionDef) -> str:
     """Which numbers meet the inclusion (or trigger the exclusion), in words."""
-    unit = f" {criterion.unit}" if criterion.unit else ""
+    unit = f" {study_text(criterion, 'unit')}" if criterion.unit else ""
     low, high = criterion.min, criterion.max
     # A bound stored just past a round number ("below 40" as 39.99…) reads "below 40".
     if low is not None and high is not None:

@@ -33,6 +33,7 @@ from randomizer.views.participant_forms import (
     screening_data,
     screening_form,
 )
+from randomizer.views.study_text import study_text, visit_name
 
 bp = Blueprint("participants", __name__)
 
@@ -84,7 +85,9 @@ def visible_participant(participant_id: int) -> Participant:
 
 def _my_sites(study: Study) -> list[tuple[str, str]]:
     user = current()
-    return [(s.code, f"{s.code} — {s.name}") for s in study.sites if can_see_site(user, s.code)]
+    return [
+        (s.code, f"{s.code} — {study_text(s)}") for s in study.sites if can_see_site(user, s.code)
+    ]
 
 
 def _scope(study: Study) -> frozenset[str] | None:
@@ -339,7 +342,7 @@ def dispense(participant_id: int) -> str | Response | tuple[str, int]:
     study = db.session.get_one(Study, participant.study_id)
     definition = definition_of(study)
     form = DispenseForm()
-    form.visit.choices = [SelectChoice(v) for v in _later_visits(study)]
+    form.visit.choices = [SelectChoice(v, visit_name(study, v)) for v in _later_visits(study)]
     windows = (
         [enrollment.visit_window(definition, participant, v) for v in _later_visits(study)]
         if participant.randomized_at
@@ -367,8 +370,8 @@ def _dispense(participant_id: int, form: DispenseForm) -> Next:
         db.session(), participant, visit=form.visit.data, signer=current(),
         password=form.password.data, override_reason=form.override_reason.data or None,
     )  # fmt: skip
-    message = _("Kit %(code)s is allocated for visit %(visit)s.", code=got.kit_code,
-                visit=got.visit)  # fmt: skip
+    visit = visit_name(db.session.get_one(Study, participant.study_id), got.visit)
+    message = _("Kit %(code)s is allocated for visit %(visit)s.", code=got.kit_code, visit=visit)
     return Next(url_for("participants.show", participant_id=participant_id), message)
 
 
@@ -378,7 +381,10 @@ def replace_kit(participant_id: int) -> str | Response | tuple[str, int]:
     participant = visible_participant(participant_id)
     kits = enrollment.kits_of(db.session(), participant)
     form = ReplaceKitForm()
-    form.kit_code.choices = [SelectChoice(code, f"{code} ({visit})") for visit, code in kits]
+    study = db.session.get_one(Study, participant.study_id)
+    form.kit_code.choices = [
+        SelectChoice(code, f"{code} ({visit_name(study, visit)})") for visit, code in kits
+    ]
     page = {"participant": participant, "form": form}
     if participant.status is not P.RANDOMIZED or not kits:
         flash(_("Only kits of randomized participants are replaced here."), "error")
