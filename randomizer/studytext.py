@@ -29,6 +29,9 @@ TRANSLATABLE: dict[str, dict[str, int]] = {
     "[[visits]]": {"name": 200},
     "[[eligibility]]": {"text": 1000, "unit": 32},
 }
+#: Array fields whose ``FIELD_LANG`` array labels each entry (a factor's levels stay the
+#: codes in stratum keys; ``levels_es = ["Clase III", "Clase IV"]`` only labels them).
+TRANSLATABLE_ARRAYS: dict[str, tuple[str, ...]] = {"[[factors]]": ("levels",)}
 DEFAULT_TIMEZONE = "UTC"
 _LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
@@ -75,7 +78,8 @@ def is_translation_key(key: str, kind: str) -> bool:
     """Whether ``key`` has the ``FIELD_SUFFIX`` shape of a translation in this table kind
     (the suffix is checked later, once the study's languages are known)."""
     field, _, suffix = key.rpartition("_")
-    return bool(suffix) and field in TRANSLATABLE.get(kind, {})
+    fields = (*TRANSLATABLE.get(kind, {}), *TRANSLATABLE_ARRAYS.get(kind, ()))
+    return bool(suffix) and field in fields
 
 
 def read_languages(table: _Reader) -> tuple[str, ...]:
@@ -104,7 +108,9 @@ def read_translations(table: _Reader, kind: str, languages: tuple[str, ...]) -> 
     limits = TRANSLATABLE.get(kind, {})
     texts: list[tuple[str, str, str]] = []
     for key, value in table.data.items():
-        if key in limits or not is_translation_key(key, kind):
+        if key in limits or key in TRANSLATABLE_ARRAYS.get(kind, ()):
+            continue
+        if not is_translation_key(key, kind):
             continue
         field, _, language = key.rpartition("_")
         if not _is_language(language):
@@ -114,8 +120,25 @@ def read_translations(table: _Reader, kind: str, languages: tuple[str, ...]) -> 
             listed = ", ".join(languages) if languages else "none"
             reason = f"language {_shown(language)} is not in [study] languages (listed: {listed})"
             raise table.error(key, reason)
-        texts.append((field, language, table.check_text(key, value, limits[field])))
+        if field in limits:
+            texts.append((field, language, table.check_text(key, value, limits[field])))
+        else:
+            texts.extend(_entry_labels(table, key, field, language, value))
     return Translations(languages, tuple(texts)) if languages else NO_TRANSLATIONS
+
+
+def _entry_labels(
+    table: _Reader, key: str, field: str, language: str, value: object
+) -> list[tuple[str, str, str]]:
+    """``levels_es = [...]``: one label per entry of the base array, in its order."""
+    base = table.data.get(field)
+    if not isinstance(value, list) or not isinstance(base, list) or len(value) != len(base):
+        count = len(base) if isinstance(base, list) else 0
+        reason = f"must be an array of {count} labels, one per entry of {field} ({_shown(value)})"
+        raise table.error(key, reason)
+    labels = [table.check_text(f"{key}[{i}]", label, 200) for i, label in enumerate(value)]
+    pairs = zip(base, labels, strict=True)
+    return [(f"{field}.{entry}", language, label) for entry, label in pairs]
 
 
 def read_timezone(table: _Reader) -> str:
@@ -148,7 +171,11 @@ def _shown(value: object) -> str:
 
 
 def localized(item: Translatable, field: str, language: str) -> str:
-    """The text of ``item.field`` in ``language`` (see ``Translations.pick``)."""
+    """The text of ``item.field`` in ``language`` (see ``Translations.pick``); a field
+    ``levels.IV`` is the label of that level."""
+    _array, dot, entry = field.partition(".")
+    if dot:  # "levels.IV": the label of one entry, the entry itself by default
+        return item.translations.pick(field, entry, language)
     base = getattr(item, field)
     if base is None:  # an optional text the file leaves out (a criterion's unit)
         return ""

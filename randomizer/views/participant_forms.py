@@ -165,7 +165,8 @@ def screening_form(
     kinds = {CRITERION_PREFIX + c.code: c.kind for c in definition.eligibility}
     form_class: type[ScreeningBase] = type("ScreeningForm", bases, {"criterion_kinds": kinds})
     for factor in definition.factors:
-        choices = [SelectChoice("", _("— choose —")), *(SelectChoice(lv) for lv in factor.levels)]
+        labels = [SelectChoice(lv, study_text(factor, f"levels.{lv}")) for lv in factor.levels]
+        choices = [SelectChoice("", _("— choose —")), *labels]
         name = study_text(factor)
         setattr(form_class, FACTOR_PREFIX + factor.code, SelectField(
             name, choices=choices,
