@@ -160,6 +160,11 @@ def zone(name: str) -> dt.tzinfo:
     return dt.UTC if name == DEFAULT_TIMEZONE else ZoneInfo(name)
 
 
+def local_date(moment: dt.datetime, zone_name: str) -> dt.date:
+    """The calendar day ``moment`` falls on in the zone (a site's day, not UTC's)."""
+    return moment.astimezone(zone(zone_name)).date()
+
+
 def _is_language(code: str) -> bool:
     return bool(_LANGUAGE_CODE.fullmatch(code)) and localedata.exists(code)
 

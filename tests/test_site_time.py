@@ -23,6 +23,7 @@ import randomizer.db
 from randomizer import audit
 from randomizer.models import Participant, Study, User
 from randomizer.services import enrollment
+from randomizer.services.studies import definition_of
 from tests.conftest import PASSWORD, SMALL_STUDY, login, make_study
 from tests.enrollment_support import prepare_supply, register
 
@@ -112,6 +113,9 @@ def test_confirmation_queue_and_audit_show_santiago_time_across_dst(
         assert f"{local}:00 {NAMES[offset]} ({offset})" in trail, (local, trail)
         assert audit.timestamp(moment)[:19] in csv  # the export stays UTC
     assert "2026-04-05 02:30" not in trail + queue  # never the UTC clock time
+    # day 0 of the visit windows is the day at the site: 4 April in Santiago, not 5 April
+    window = enrollment.visit_window(definition_of(study), people[0], "month_6")
+    assert window.due == dt.date(2026, 4, 4) + dt.timedelta(days=182)
 
 
 def test_audit_date_filter_reads_days_in_the_site_zone(

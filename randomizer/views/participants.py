@@ -207,7 +207,7 @@ def _register(study_id: int, form: ScreeningBase) -> Next:
     if participant.status is P.ELIGIBLE:
         return Next(location, _("Registered: the participant is eligible and can be randomized."))
     definition = definition_of(study)
-    failed = "; ".join(definition.criterion(code).text for code in participant.failed_criteria)
+    failed = "; ".join(study_text(definition.criterion(c)) for c in participant.failed_criteria)
     message = _("Screen failure recorded. Criteria not met: %(failed)s.", failed=failed)
     return Next(location, message, "error")
 
