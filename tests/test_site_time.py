@@ -175,3 +175,14 @@ def test_a_site_without_a_zone_shows_utc_named(
     login(client, "inv1")
     page = _text(client.get(f"/participants/{participant.id}/confirmation").get_data(True))
     assert "Aleatorizado el 2026-04-05 02:30:00 UTC" in page
+
+
+def test_enrolment_months_follow_the_site_calendar() -> None:
+    from randomizer.services.reports import enrolment_by_month
+    from randomizer.studydef import parse_study
+
+    sites = parse_study(SANTIAGO).sites
+    # 1 May 02:00 UTC is still 30 April in Santiago
+    people = [Participant(site_code="S1", randomized_at=dt.datetime(2026, 5, 1, 2, tzinfo=UTC))]
+    assert enrolment_by_month(people, sites) == [("2026-04", 1)]
+    assert enrolment_by_month(people) == [("2026-05", 1)]  # no zones given: UTC

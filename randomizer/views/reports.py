@@ -20,7 +20,7 @@ from randomizer.auth import current, current_actor, roles_required
 from randomizer.db import db
 from randomizer.models import Participant, Role, Study
 from randomizer.services import reports
-from randomizer.services.studies import get_study
+from randomizer.services.studies import definition_of, get_study
 from randomizer.views import navigation
 from randomizer.views.study_text import local_time
 
@@ -77,7 +77,7 @@ def enrolment(code: str, fmt: str) -> Any:
     study = get_study(db.session(), code)
     people = reports.participants(db.session(), study, _sites(study))
     rows = [(r.site, r.stratum, r.screened, r.randomized) for r in reports.enrolment(people)]
-    months = reports.enrolment_by_month(people)
+    months = reports.enrolment_by_month(people, definition_of(study).sites)
     return _answer(fmt, study, "enrolment", ["site", "stratum", "screened", "randomized"],
                    [_("Site"), _("Stratum"), _("Screened"), _("Randomized")], rows,
                    title=_("Enrolment"), chart=bar_chart(months))  # fmt: skip
