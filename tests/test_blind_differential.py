@@ -160,11 +160,22 @@ class Recorder:
 
 # --- the history ------------------------------------------------------------------------------
 
+#: The small study with its texts in two languages (arm names too) and its sites in Santiago,
+#: so the masked pages go through the translated texts and the zoned times.
+ZONED_BILINGUAL_STUDY = (
+    SMALL_STUDY.replace('title = "Test study"\n',
+                        'languages = ["es", "en"]\ntitle = "Test study"\ntitle_es = "Estudio"\n')
+    .replace('name = "Active product X"\n', 'name = "Active product X"\nname_es = "Producto X"\n')
+    .replace('name = "Site one"\n', 'name = "Site one"\ntimezone = "America/Santiago"\n')
+    .replace('name = "Site two"\n', 'name = "Site two"\ntimezone = "America/Santiago"\n')
+    .replace('code = "month_6"\n', 'code = "month_6"\nname = "Month 6"\nname_es = "Mes 6"\n')
+)  # fmt: skip
+
 
 def _setup(app: Flask, seed: bytes) -> dict[str, str]:
     with app.app_context():
         session = db.session
-        study = make_study(session, SMALL_STUDY)
+        study = make_study(session, ZONED_BILINGUAL_STUDY)
         people = {
             "admin1": make_user(session, "admin1", Role.ADMIN, email="admin@example.org"),
             "stat1": make_user(session, "stat1", Role.STATISTICIAN, email="stat@example.org"),
