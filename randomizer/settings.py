@@ -173,7 +173,7 @@ def select_locale() -> str | None:
 def init_extensions(app: Flask) -> None:
     """Database, CSRF, translations, login, error handlers and security headers."""
     from randomizer import auth
-    from randomizer.views import input_layer, navigation
+    from randomizer.views import input_layer, navigation, study_text
 
     input_layer.install(app)
     db.init_app(app)
@@ -186,6 +186,7 @@ def init_extensions(app: Flask) -> None:
     wording.translation_directory = Path(app.root_path) / first
     app.jinja_env.add_extension("jinja2.ext.do")
     app.jinja_env.globals["current_locale"] = lambda: str(get_locale() or "es")
+    study_text.install(app)
     auth.init_app(app)
     navigation.init_app(app)
     register_error_handlers(app)

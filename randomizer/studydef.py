@@ -8,6 +8,7 @@ eligibility criteria an answer sheet fails.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import json
@@ -24,6 +25,8 @@ from typing import Any, Literal, Protocol, TypeVar
 from randomizer import studydef_minimization as minimization
 from randomizer.studydef_minimization import Method, MinimizationDef
 from randomizer.wording import N_, Text
+from randomizer import studytext
+from randomizer.studytext import NO_TRANSLATIONS, Translations
 
 Kind = Literal["inclusion", "exclusion"]
 AnswerType = Literal["boolean", "number"]
@@ -65,6 +68,7 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
         "sponsor_contacts",
         "unblinding_reasons",
         "assessors_see_unblinding",
+        "languages",
     ),
     "[[study.sponsor_contacts]]": ("name", "email"),
     "[[arms]]": ("code", "name", "ratio"),
@@ -79,8 +83,8 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "[randomization.minimization]": minimization.KEYS,
     "[[factors]]": ("code", "name", "levels"),
-    "[[sites]]": ("code", "name", "trigger_level", "resupply_level"),
-    "[[visits]]": ("code", "day", "window_days", "dispense"),
+    "[[sites]]": ("code", "name", "trigger_level", "resupply_level", "timezone"),
+    "[[visits]]": ("code", "name", "day", "window_days", "dispense"),
     "[[eligibility]]": ("code", "text", "kind", "type", "min", "max", "unit"),
 }
 
@@ -125,6 +129,7 @@ class ArmDef:
     code: str
     name: str
     ratio: int
+    translations: Translations = NO_TRANSLATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,7 @@ class FactorDef:
     code: str
     name: str
     levels: tuple[str, ...]
+    translations: Translations = NO_TRANSLATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,9 @@ class SiteDef:
     name: str
     trigger_level: int = 2
     resupply_level: int = 6
+    #: IANA name of the zone the site's times are shown in (stored times stay UTC).
+    timezone: str = studytext.DEFAULT_TIMEZONE
+    translations: Translations = NO_TRANSLATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +157,9 @@ class VisitDef:
     day: int
     window_days: int = 0
     dispense: bool = False
+    #: Shown instead of the code; the code when the file gives none.
+    name: str = ""
+    translations: Translations = NO_TRANSLATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +171,7 @@ class CriterionDef:
     min: float | None = None
     max: float | None = None
     unit: str | None = None
+    translations: Translations = NO_TRANSLATIONS
 
     def disqualifies(self, answer: object) -> bool:
         """Whether this answer fails the criterion; InvalidAnswer when it has the wrong type."""
@@ -214,6 +227,9 @@ class StudyDefinition:
     method: Method = "permuted-blocks"
     #: The Pocock–Simon parameters when ``method`` is ``minimization``.
     minimization: MinimizationDef | None = None
+    #: Languages of the study texts, the default first; () when the file lists none.
+    languages: tuple[str, ...] = ()
+    translations: Translations = NO_TRANSLATIONS
 
     def arm(self, code: str) -> ArmDef:
         """The arm with this code; KeyError when there is none."""
@@ -292,6 +308,7 @@ class _Coded(Protocol):
 
 
 _C = TypeVar("_C", bound=_Coded)
+_D = TypeVar("_D", ArmDef, FactorDef, SiteDef, VisitDef, CriterionDef)
 _T = TypeVar("_T")
 
 
@@ -337,11 +354,13 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
     study = root.table("study", "[study]")
     code = study.code("code")
     title = study.text("title", limit=500)
+    languages = studytext.read_languages(study)
+    texts = _TextReader(languages)
     registry_id = study.text("registry_id", limit=64)
     contacts = tuple(_contact(t) for t in study.tables("sponsor_contacts"))
     reasons = _unblinding_reasons(study)
     assessors_see_unblinding = study.flag("assessors_see_unblinding", default=False)
-    arms = _coded_items(root, "arms", _arm, minimum=2)
+    arms = _coded_items(root, "arms", texts(_arm), minimum=2)
     randomization = root.table("randomization", "[randomization]")
     method = minimization.read_method(randomization)
     block_sizes = _block_sizes(randomization, sum(arm.ratio for arm in arms), method)
@@ -351,14 +370,14 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
     if "expected_enrolment" in randomization.data:
         expected = randomization.integer("expected_enrolment", 1, _MAX_ENROLMENT)
     signers = randomization.integer("bulk_export_signers", 1, 2, default=1)
-    factors = _coded_items(root, "factors", _factor)
-    sites = _coded_items(root, "sites", lambda t: _site(t, block_sizes), minimum=1)
+    factors = _coded_items(root, "factors", texts(_factor))
+    sites = _coded_items(root, "sites", texts(lambda t: _site(t, block_sizes)), minimum=1)
     minimizing = minimization.parse_minimization(
         randomization, method=method, arms=[(a.code, a.ratio) for a in arms],
         factors=[(f.code, f.levels) for f in factors], sites=tuple(s.code for s in sites),
         stratify_by_site=stratify_by_site,
     )  # fmt: skip
-    visits = _coded_items(root, "visits", _visit, minimum=1)
+    visits = _coded_items(root, "visits", texts(_visit), minimum=1)
     if not any(visit.dispense for visit in visits):
         raise root.error("visits", "at least one visit must have dispense = true")
     definition = StudyDefinition(
@@ -372,7 +391,7 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
         factors=factors,
         sites=sites,
         visits=visits,
-        eligibility=_coded_items(root, "eligibility", _criterion),
+        eligibility=_coded_items(root, "eligibility", texts(_criterion)),
         sponsor_contacts=contacts,
         unblinding_reasons=reasons,
         assessors_see_unblinding=assessors_see_unblinding,
@@ -380,6 +399,8 @@ def parse_study(text: str, filename: str = "<study>") -> StudyDefinition:
         bulk_export_signers=signers,
         method=method,
         minimization=minimizing,
+        languages=languages,
+        translations=studytext.read_translations(study, "[study]", languages),
     )
     _check_strata(root, definition)
     return definition
@@ -401,10 +422,10 @@ class _Table:
     """One TOML table being read: typed getters that name the file and field on error."""
 
     def __init__(self, filename: str, path: str, data: dict[str, Any], kind: str) -> None:
-        self.filename, self.path, self.data = filename, path, data
+        self.filename, self.path, self.data, self.kind = filename, path, data, kind
         allowed = _TABLE_KEYS[kind]
         for key in data:
-            if key not in allowed:
+            if key not in allowed and not studytext.is_translation_key(key, kind):
                 raise self.error(key, _unknown_key(key, kind, allowed))
 
     def field(self, key: str) -> str:
@@ -514,6 +535,21 @@ def _coded_items(
     return tuple(items)
 
 
+class _TextReader:
+    """Wraps an item builder so the item also gets its table's ``FIELD_LANG`` texts."""
+
+    def __init__(self, languages: tuple[str, ...]) -> None:
+        self.languages = languages
+
+    def __call__(self, build: Callable[[_Table], _D]) -> Callable[[_Table], _D]:
+        def built(t: _Table) -> _D:
+            item = build(t)
+            found = studytext.read_translations(t, t.kind, self.languages)
+            return dataclasses.replace(item, translations=found)
+
+        return built
+
+
 def _arm(t: _Table) -> ArmDef:
     return ArmDef(t.code("code"), t.text("name"), t.integer("ratio", 1, _MAX_RATIO))
 
@@ -572,15 +608,17 @@ def _site(t: _Table, block_sizes: tuple[int, ...]) -> SiteDef:
     if trigger >= resupply:
         reason = f"must be lower than resupply_level {resupply} (got {trigger})"
         raise t.error("trigger_level", reason)
-    return SiteDef(code, name, trigger, resupply)
+    return SiteDef(code, name, trigger, resupply, studytext.read_timezone(t))
 
 
 def _visit(t: _Table) -> VisitDef:
+    code = t.code("code")
     return VisitDef(
-        t.code("code"),
+        code,
         t.integer("day", 0, _MAX_DAY),
         t.integer("window_days", 0, _MAX_DAY, default=0),
         t.flag("dispense", default=False),
+        t.text("name") if "name" in t.data else code,
     )
 
 

@@ -170,6 +170,17 @@ class Recorder:
 
 # --- the history ------------------------------------------------------------------------------
 
+#: The small study with its texts in two languages (arm names too) and its sites in Santiago,
+#: so the masked pages go through the translated texts and the zoned times.
+ZONED_BILINGUAL_STUDY = (
+    SMALL_STUDY.replace('title = "Test study"\n',
+                        'languages = ["es", "en"]\ntitle = "Test study"\ntitle_es = "Estudio"\n')
+    .replace('name = "Active product X"\n', 'name = "Active product X"\nname_es = "Producto X"\n')
+    .replace('name = "Site one"\n', 'name = "Site one"\ntimezone = "America/Santiago"\n')
+    .replace('name = "Site two"\n', 'name = "Site two"\ntimezone = "America/Santiago"\n')
+    .replace('code = "month_6"\n', 'code = "month_6"\nname = "Month 6"\nname_es = "Mes 6"\n')
+)  # fmt: skip
+
 
 def _setup(app: Flask, seed: bytes, text: str) -> dict[str, str]:
     with app.app_context():
@@ -377,7 +388,7 @@ def _two_runs(
     return outputs
 
 
-@pytest.mark.parametrize("text", [SMALL_STUDY, MINIMIZATION_STUDY],
+@pytest.mark.parametrize("text", [ZONED_BILINGUAL_STUDY, MINIMIZATION_STUDY],
                          ids=["permuted-blocks", "minimization"])  # fmt: skip
 def test_masked_outputs_are_identical_whatever_the_lists(
     twin_urls: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str

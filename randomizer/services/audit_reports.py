@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from randomizer import audit
+from randomizer import audit, studytext
 from randomizer.errors import N_, InvalidInput, NotPermitted
 from randomizer.inputs import whole_number
 from randomizer.models import AuditEvent, AuditHead, Participant, Role, Study, Unblinding, User
@@ -54,12 +54,16 @@ class EventFilter:
     participant_id: int | None = None
     date_from: dt.date | None = None
     date_to: dt.date | None = None
+    #: The zone the dates are days of (the page's zone); events are stored in UTC.
+    zone: str = studytext.DEFAULT_TIMEZONE
 
     @classmethod
-    def parse(cls, args: dict[str, str]) -> EventFilter:
-        """From query-string text; InvalidInput naming the field that is not understood."""
+    def parse(cls, args: dict[str, str], *, zone: str = studytext.DEFAULT_TIMEZONE) -> EventFilter:
+        """From query-string text, dates read as days in ``zone``; InvalidInput naming the
+        field that is not understood."""
         participant = (args.get("participant") or "").strip()
         return cls(
+            zone=zone,
             actor=(args.get("actor") or "").strip() or None,
             action=(args.get("action") or "").strip() or None,
             participant_id=whole_number(participant, field="participant") if participant else None,
@@ -80,10 +84,10 @@ class EventFilter:
             query = query.where(AuditEvent.participant_id == self.participant_id)
         if self.date_from:
             query = query.where(
-                AuditEvent.occurred_at >= audit.timestamp(_midnight(self.date_from))
+                AuditEvent.occurred_at >= audit.timestamp(_midnight(self.date_from, self.zone))
             )
         if self.date_to:
-            end = _midnight(self.date_to + dt.timedelta(days=1))
+            end = _midnight(self.date_to + dt.timedelta(days=1), self.zone)
             query = query.where(AuditEvent.occurred_at < audit.timestamp(end))
         return query
 
@@ -108,8 +112,11 @@ def _date(text: str | None, field: str) -> dt.date | None:
         raise InvalidInput(N_("Give the date as YYYY-MM-DD."), field=field) from None
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+def _midnight(day: dt.date, zone: str) -> dt.datetime:
+    """The UTC instant at which ``day`` begins in ``zone`` (a DST change never falls at
+    midnight and back again in the same day, so the first midnight is the start)."""
+    local = dt.datetime(day.year, day.month, day.day, tzinfo=studytext.zone(zone))
+    return local.astimezone(dt.UTC)
 
 
 def check_reader(user: User) -> None:

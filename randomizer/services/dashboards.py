@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from randomizer import studytext
 from randomizer.db import utcnow
 from randomizer.models import (
     AuditEvent,
@@ -28,6 +29,7 @@ from randomizer.services.list_summary import summarize
 from randomizer.services.lists import active_kind, find_list
 from randomizer.services.reports import participants, screening_log
 from randomizer.services.studies import definition_of
+from randomizer.services.zones import study_zone
 
 #: How far ahead the investigator is told about visit windows opening.
 LOOKAHEAD_DAYS = 30
@@ -56,7 +58,6 @@ class Dashboard:
 
 def dashboards(session: Session, user: User, today: dt.date | None = None) -> list[Dashboard]:
     """The user's dashboard for every loaded study."""
-    today = today or utcnow().date()
     own = None if user.role in (Role.ADMIN, Role.STATISTICIAN) else user.site_codes
     out = []
     for study in session.scalars(select(Study).order_by(Study.code)):
@@ -68,7 +69,8 @@ def dashboards(session: Session, user: User, today: dt.date | None = None) -> li
             board.figures = [("screened", log.screened), ("randomized", log.randomized),
                              ("eligible", log.eligible_waiting)]  # fmt: skip
         if user.role is Role.INVESTIGATOR:
-            board.visits_due = visits_due(session, study, people, today)
+            day = today or studytext.local_date(utcnow(), study_zone(study))
+            board.visits_due = visits_due(session, study, people, day)
         if user.role is Role.PHARMACIST:
             board.figures = _pharmacy(session, study, sites or [])
         if user.role is Role.ADMIN:

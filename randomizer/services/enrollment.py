@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from randomizer import audit, kitcodes
+from randomizer import audit, kitcodes, studytext
 from randomizer.db import utcnow
 from randomizer.errors import (
     N_,
@@ -171,13 +171,19 @@ def baseline_visit(definition: StudyDefinition) -> VisitDef:
 
 
 def visit_window(definition: StudyDefinition, participant: Participant, visit: str) -> VisitWindow:
-    """The visit's window counted from the randomization date."""
+    """The visit's window counted from the randomization date (the day at the site)."""
     if participant.randomized_at is None:
         raise Conflict(N_("The participant is not randomized yet."), field="visit")
     v = definition.visit(visit)
-    due = participant.randomized_at.date() + dt.timedelta(days=v.day)
+    day0 = studytext.local_date(participant.randomized_at, site_zone_of(definition, participant))
+    due = day0 + dt.timedelta(days=v.day)
     spread = dt.timedelta(days=v.window_days)
     return VisitWindow(v.code, due, due - spread, due + spread)
+
+
+def site_zone_of(definition: StudyDefinition, participant: Participant) -> str:
+    """The time zone of the participant's site, whose days visit windows count."""
+    return studytext.site_zone(definition.sites, participant.site_code)
 
 
 # --- screening -------------------------------------------------------------------------
@@ -510,7 +516,7 @@ def dispense(
     """
     study = session.get_one(Study, participant.study_id)
     definition = definition_of(study)
-    today = today or utcnow().date()
+    today = today or studytext.local_date(utcnow(), site_zone_of(definition, participant))
     code = _dispensing_visit(definition, participant, visit)
     window = visit_window(definition, participant, code)
     reason = override_reason.strip() if isinstance(override_reason, str) else ""

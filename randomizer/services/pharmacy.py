@@ -26,6 +26,7 @@ from randomizer.services.kits import (
     open_arms,
 )
 from randomizer.services.studies import definition_of
+from randomizer.studytext import NO_TRANSLATIONS, Translations
 
 VIEW_ACTION = "pharmacy.view_products"
 
@@ -34,6 +35,8 @@ VIEW_ACTION = "pharmacy.view_products"
 class Product:
     code: str
     name: str
+    #: The arm's names in the study's languages (shown through ``study_text``).
+    translations: Translations = NO_TRANSLATIONS
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class QueueItem:
 
 
 def _products(study: Study) -> dict[str, Product]:
-    return {a.code: Product(a.code, a.name) for a in definition_of(study).arms}
+    return {a.code: Product(a.code, a.name, a.translations) for a in definition_of(study).arms}
 
 
 def _record(

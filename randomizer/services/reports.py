@@ -9,13 +9,13 @@ opens arms (counts by arm) and is audited in the caller's transaction.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from randomizer import audit
+from randomizer import audit, studytext
 from randomizer.models import Participant, ParticipantStatus, Study
 from randomizer.services.blinded_kits import blinded_totals
 from randomizer.services.kits import list_kits, open_arms
@@ -127,9 +127,16 @@ def enrolment(people: list[Participant]) -> list[EnrolmentRow]:
             for (site, stratum), n in sorted(screened.items())]  # fmt: skip
 
 
-def enrolment_by_month(people: list[Participant]) -> list[tuple[str, int]]:
-    """Randomizations per calendar month (UTC), every month from the first to the last."""
-    months = Counter(p.randomized_at.strftime("%Y-%m") for p in people if p.randomized_at)
+def enrolment_by_month(
+    people: list[Participant], sites: Sequence[studytext.SiteZone] = ()
+) -> list[tuple[str, int]]:
+    """Randomizations per calendar month at each participant's site (UTC for a site of no
+    zone), every month from the first to the last."""
+    months = Counter(
+        studytext.local_date(at, studytext.site_zone(sites, p.site_code)).strftime("%Y-%m")
+        for p in people
+        if (at := p.randomized_at) is not None
+    )
     if not months:
         return []
     first, last = min(months), max(months)

@@ -20,6 +20,7 @@ from randomizer.instance import secrets_of
 from randomizer.models import AuditHead, Role
 from randomizer.services import audit_reports
 from randomizer.services.audit_reports import CSV_COLUMNS, EventFilter
+from randomizer.services.zones import instance_zone
 from randomizer.views import navigation
 from randomizer.views.audit_labels import action_label, readable
 from randomizer.views.input_layer import query_number
@@ -52,7 +53,7 @@ navigation.register(
 @roles_required(*READERS)
 def events() -> str | tuple[str, int]:
     try:
-        flt = EventFilter.parse(request.args.to_dict())
+        flt = EventFilter.parse(request.args.to_dict(), zone=instance_zone(db.session()))
     except InvalidInput as err:
         return _events_page(EventFilter(), error=shown_message(err)), 422
     return _events_page(flt)
@@ -75,7 +76,7 @@ def verified_chain() -> audit.Verification:
 @bp.get("/export.csv")
 @roles_required(*READERS)
 def export() -> Response:
-    flt = EventFilter.parse(request.args.to_dict())
+    flt = EventFilter.parse(request.args.to_dict(), zone=instance_zone(db.session()))
     # Not stream_with_context: the request's own transaction ends when this view returns,
     # and the rows are read in chunks, each in a short read transaction of its own.
     response = Response(_csv(_export_rows(db.engine, flt)), mimetype="text/csv")

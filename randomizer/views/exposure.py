@@ -37,8 +37,9 @@ def index() -> str:
 @bp.get("/<code>")
 @roles_required(*READERS)
 def register(code: str) -> str:
-    found = exposure_register(db.session(), get_study(db.session(), code))
-    return render_template("exposure/register.html", register=found)
+    study = get_study(db.session(), code)
+    found = exposure_register(db.session(), study)
+    return render_template("exposure/register.html", register=found, study=study)
 
 
 @bp.get("/<code>/exposure.csv")

@@ -23,6 +23,7 @@ from randomizer.services.blinded_kits import AT_SITE, blinded_kits, blinded_tota
 from randomizer.services.kits import MAX_KITS_PER_CALL, generate_kits, set_status
 from randomizer.services.studies import get_study
 from randomizer.views import navigation
+from randomizer.views.study_text import study_text
 
 bp = Blueprint("kits", __name__, url_prefix="/kits")
 
@@ -118,7 +119,7 @@ def _generate_form(study: Study) -> GenerateKitsForm:
     form = GenerateKitsForm()
     form.site.choices = [
         SelectChoice("", _("At the depot")),
-        *(SelectChoice(s.code, s.name) for s in study.sites),
+        *(SelectChoice(s.code, study_text(s)) for s in study.sites),
     ]
     return form
 

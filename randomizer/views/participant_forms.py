@@ -30,6 +30,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional
 from randomizer.forms import LocaleDecimalField, format_number
 from randomizer.services.enrollment import MAX_REASON, MAX_SCREENING_NUMBER
 from randomizer.studydef import CriterionDef, StudyDefinition
+from randomizer.views.study_text import study_text
 
 YES, NO = "yes", "no"
 FACTOR_PREFIX = "factor-"
@@ -164,10 +165,12 @@ def screening_form(
     kinds = {CRITERION_PREFIX + c.code: c.kind for c in definition.eligibility}
     form_class: type[ScreeningBase] = type("ScreeningForm", bases, {"criterion_kinds": kinds})
     for factor in definition.factors:
-        choices = [SelectChoice("", _("— choose —")), *(SelectChoice(lv) for lv in factor.levels)]
+        labels = [SelectChoice(lv, study_text(factor, f"levels.{lv}")) for lv in factor.levels]
+        choices = [SelectChoice("", _("— choose —")), *labels]
+        name = study_text(factor)
         setattr(form_class, FACTOR_PREFIX + factor.code, SelectField(
-            factor.name, choices=choices,
-            validators=[DataRequired(message=_("Choose the %(name)s.", name=factor.name))],
+            name, choices=choices,
+            validators=[DataRequired(message=_("Choose the %(name)s.", name=name))],
         ))  # fmt: skip
     for criterion in definition.eligibility:
         setattr(form_class, CRITERION_PREFIX + criterion.code, _criterion_field(criterion))
@@ -181,7 +184,7 @@ def screening_form(
 
 def _criterion_field(criterion: CriterionDef) -> Field:
     kind = _("Inclusion") if criterion.kind == "inclusion" else _("Exclusion")
-    label = f"{criterion.text} ({kind})"
+    label = f"{study_text(criterion)} ({kind})"
     if criterion.type == "boolean":
         return RadioField(
             label, choices=[SelectChoice(YES, _("Yes")), SelectChoice(NO, _("No"))],
@@ -197,7 +200,7 @@ def _criterion_field(criterion: CriterionDef) -> Field:
 
 def number_hint(criterion: CriterionDef) -> str:
     """Which numbers meet the inclusion (or trigger the exclusion), in words."""
-    unit = f" {criterion.unit}" if criterion.unit else ""
+    unit = f" {study_text(criterion, 'unit')}" if criterion.unit else ""
     low, high = criterion.min, criterion.max
     # A bound stored just past a round number ("below 40" as 39.99…) reads "below 40".
     lo, hi = (format_number(float(f"{b:g}")) if b is not None else "" for b in (low, high))

@@ -34,6 +34,7 @@ from randomizer.views.participant_forms import (
     screening_data,
     screening_form,
 )
+from randomizer.views.study_text import study_text, visit_name
 
 bp = Blueprint("participants", __name__)
 
@@ -79,7 +80,9 @@ def visible_participant(participant_id: int) -> Participant:
 
 def _my_sites(study: Study) -> list[tuple[str, str]]:
     user = current()
-    return [(s.code, f"{s.code} — {s.name}") for s in study.sites if can_see_site(user, s.code)]
+    return [
+        (s.code, f"{s.code} — {study_text(s)}") for s in study.sites if can_see_site(user, s.code)
+    ]
 
 
 def _scope(study: Study) -> frozenset[str] | None:
@@ -205,7 +208,7 @@ def _register(study_id: int, form: ScreeningBase) -> Next:
     if participant.status is P.ELIGIBLE:
         return Next(location, _("Registered: the participant is eligible and can be randomized."))
     definition = definition_of(study)
-    failed = "; ".join(definition.criterion(code).text for code in participant.failed_criteria)
+    failed = "; ".join(study_text(definition.criterion(c)) for c in participant.failed_criteria)
     message = _("Screen failure recorded. Criteria not met: %(failed)s.", failed=failed)
     return Next(location, message, "error")
 
@@ -342,7 +345,7 @@ def dispense(participant_id: int) -> str | Response | tuple[str, int]:
     study = db.session.get_one(Study, participant.study_id)
     definition = definition_of(study)
     form = DispenseForm()
-    form.visit.choices = [SelectChoice(v) for v in _later_visits(study)]
+    form.visit.choices = [SelectChoice(v, visit_name(study, v)) for v in _later_visits(study)]
     windows = (
         [enrollment.visit_window(definition, participant, v) for v in _later_visits(study)]
         if participant.randomized_at
@@ -372,8 +375,8 @@ def _dispense(participant_id: int, form: DispenseForm) -> Next:
         password=form.password.data, override_reason=form.override_reason.data or None,
         translate=_,
     )  # fmt: skip
-    message = _("Kit %(code)s is allocated for visit %(visit)s.", code=got.kit_code,
-                visit=got.visit)  # fmt: skip
+    visit = visit_name(db.session.get_one(Study, participant.study_id), got.visit)
+    message = _("Kit %(code)s is allocated for visit %(visit)s.", code=got.kit_code, visit=visit)
     return Next(url_for("participants.show", participant_id=participant_id), message)
 
 
@@ -383,7 +386,10 @@ def replace_kit(participant_id: int) -> str | Response | tuple[str, int]:
     participant = visible_participant(participant_id)
     kits = enrollment.kits_of(db.session(), participant)
     form = ReplaceKitForm()
-    form.kit_code.choices = [SelectChoice(code, f"{code} ({visit})") for visit, code in kits]
+    study = db.session.get_one(Study, participant.study_id)
+    form.kit_code.choices = [
+        SelectChoice(code, f"{code} ({visit_name(study, visit)})") for visit, code in kits
+    ]
     page = {"participant": participant, "form": form}
     if participant.status is not P.RANDOMIZED or not kits:
         flash(_("Only kits of randomized participants are replaced here."), "error")

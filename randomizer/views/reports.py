@@ -18,10 +18,11 @@ from sqlalchemy import select
 
 from randomizer.auth import current, current_actor, roles_required
 from randomizer.db import db
-from randomizer.models import Role, Study
+from randomizer.models import Participant, Role, Study
 from randomizer.services import reports
-from randomizer.services.studies import get_study
+from randomizer.services.studies import definition_of, get_study
 from randomizer.views import navigation
+from randomizer.views.study_text import local_time
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 
@@ -76,7 +77,7 @@ def enrolment(code: str, fmt: str) -> Any:
     study = get_study(db.session(), code)
     people = reports.participants(db.session(), study, _sites(study))
     rows = [(r.site, r.stratum, r.screened, r.randomized) for r in reports.enrolment(people)]
-    months = reports.enrolment_by_month(people)
+    months = reports.enrolment_by_month(people, definition_of(study).sites)
     return _answer(fmt, study, "enrolment", ["site", "stratum", "screened", "randomized"],
                    [_("Site"), _("Stratum"), _("Screened"), _("Randomized")], rows,
                    title=_("Enrolment"), chart=bar_chart(months))  # fmt: skip
@@ -141,12 +142,18 @@ def participants(code: str, fmt: str) -> Any:
     size = None if fmt == "csv" else reports.PAGE_SIZE
     found = reports.participant_page(db.session(), study, sites=_sites(study), search=search,
                                      page=page, size=size)  # fmt: skip
+
+    # The CSV keeps UTC; the page shows each time in its site's zone, named.
+    def when(p: Participant) -> str:
+        if fmt == "csv":
+            return p.randomized_at.strftime("%Y-%m-%d %H:%M") if p.randomized_at else ""
+        return local_time(p.randomized_at, study, p.site_code)
+
     rows = [(p.screening_number, p.site_code, p.status.value, p.randomization_number or "",
-             p.randomized_at.strftime("%Y-%m-%d %H:%M") if p.randomized_at else "")
-            for p in found.rows]  # fmt: skip
+             when(p)) for p in found.rows]  # fmt: skip
     header = ["screening_number", "site", "status", "randomization_number", "randomized_at_utc"]
     labels = [_("Screening number"), _("Site"), _("Status"), _("Randomization number"),
-              _("Randomized (UTC)")]  # fmt: skip
+              _("Randomized")]  # fmt: skip
     return _answer(fmt, study, "participants", header, labels, rows, title=_("Participants"),
                    search=search, paging=found)  # fmt: skip
 

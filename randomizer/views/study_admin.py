@@ -26,6 +26,7 @@ from randomizer.services.studies import get_study
 from randomizer.views import navigation
 from randomizer.views.cosign import CosignForm, cosigned_page
 from randomizer.views.downloads import signed_download
+from randomizer.views.study_text import study_text
 
 bp = Blueprint("studies", __name__, url_prefix="/studies")
 
@@ -61,7 +62,7 @@ class ResumeForm(FlaskForm):
 def _pause_form(study: Study, form: PauseForm | None = None) -> PauseForm:
     form = form or PauseForm(formdata=None, prefix=f"pause-{study.code}-")
     form.site.choices = [(WHOLE_STUDY, str(_("The whole study")))] + [
-        (s.code, f"{s.code} — {s.name}") for s in study.sites
+        (s.code, f"{s.code} — {study_text(s)}") for s in study.sites
     ]
     return form
 

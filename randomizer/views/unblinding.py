@@ -114,7 +114,10 @@ def unblind(participant_id: int) -> str | tuple[str, int]:
         _field_error(form, err)
         return _form_page(form, participant, err.status)
     session.commit()  # the sponsor's notice is in the outbox: the outbox worker sends it
-    return render_template("unblinding/result.html", result=result, participant=participant)
+    study = session.get_one(Study, participant.study_id)
+    return render_template(
+        "unblinding/result.html", result=result, participant=participant, study=study
+    )
 
 
 @bp.get("/admin/outbox")
