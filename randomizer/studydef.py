@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from randomizer import studydef_minimization as minimization
-from randomizer.studydef_minimization import Method, MinimizationDef
-from randomizer.wording import N_, Text
 from randomizer import studytext
+from randomizer.studydef_minimization import Method, MinimizationDef
 from randomizer.studytext import NO_TRANSLATIONS, Translations
+from randomizer.wording import N_, Text
 
 Kind = Literal["inclusion", "exclusion"]
 AnswerType = Literal["boolean", "number"]
