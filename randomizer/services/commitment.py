@@ -160,7 +160,7 @@ def list_commitments(session: Session, study: Study) -> list[ListCommitment]:
 
 def published(session: Session, study: Study) -> dict[str, Any]:
     """What ``list commitment`` prints: the go-live commitment, and any extensions."""
-    refuse_for_minimization(find_list(session, study, ListKind.LIVE), study, "commit to")
+    refuse_for_minimization(find_list(session, study, ListKind.LIVE), study, N_("a commitment"))
     made = list_commitments(session, study)
     if not made:
         raise NotFound(
@@ -196,7 +196,7 @@ def release_list(
             field="study",
             study=study.code,
         )
-    refuse_for_minimization(find_list(session, study, ListKind.LIVE), study, "release")
+    refuse_for_minimization(find_list(session, study, ListKind.LIVE), study, N_("a release"))
     made = list_commitments(session, study)
     if not made:
         raise NotFound(

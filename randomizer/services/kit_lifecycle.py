@@ -105,10 +105,10 @@ def _refuse_second_use(session: Session, kit: Kit, to: KitStatus) -> None:
         select(Dispensation.id).where(Dispensation.kit_id == kit.id).limit(1)
     ):
         raise Conflict(
-            f"Kit {kit.code} was allocated to a participant once; it cannot become available "
-            "again.",
-            field="status",
-        )
+            N_("Kit %(code)s was allocated to a participant once; it cannot become available "
+               "again."),
+            field="status", code=kit.code,
+        )  # fmt: skip
 
 
 #: Statuses from which a kit past its expiry date is marked expired.

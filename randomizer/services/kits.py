@@ -286,10 +286,10 @@ def confirm_dispensing(
     kit, participant = dispensation_in_scope(session, study, dispensation, sites)
     if participant.status in NOT_TO_DISPENSE:
         raise Conflict(
-            f"Do not dispense kit {kit.code}: the participant is "
-            f"{participant.status.value.replace('_', ' ')}. Set the kit aside instead.",
-            field="kit_code",
-        )
+            N_("Do not dispense kit %(code)s: the participant is %(status)s. Set the kit aside "
+               "instead."),
+            field="kit_code", code=kit.code, status=participant.status,
+        )  # fmt: skip
     if kit_code is not None:
         scanned = get_kit(session, study, kit_code)
         if scanned.id != kit.id:

@@ -76,10 +76,10 @@ def import_list(
     definition = definition_of(study)
     if definition.method != "permuted-blocks":
         raise Conflict(
-            f"Study {study.code} allocates by minimization: there is no list to import; "
-            "each assignment is drawn at randomization.",
-            field="list",
-        )
+            N_("Study %(study)s allocates by minimization: there is no list to import; each "
+               "assignment is drawn at randomization."),
+            field="list", study=study.code,
+        )  # fmt: skip
     strata, arms = definition.strata(), arm_ratios(study)
     rows, problems = _read_rows(source, set(strata))
     problems += _check_structure(rows, arms, definition.block_sizes)

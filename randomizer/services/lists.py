@@ -279,9 +279,9 @@ def generate_list(
     definition = definition_of(study)
     if definition.method != "permuted-blocks":
         raise Conflict(
-            f"Study {study.code} allocates by minimization: it has no list of blocks.",
-            field="list",
-        )
+            N_("Study %(study)s allocates by minimization: it has no list of blocks."),
+            field="list", study=study.code,
+        )  # fmt: skip
     if seed is not None and kind is not ListKind.DUMMY:
         raise InvalidInput(N_("A seed may be given only for a dummy list."), field="seed")
     if seed is not None and len(seed) != sequence.SEED_BYTES:

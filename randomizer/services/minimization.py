@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from randomizer import audit, sequence
 from randomizer import minimization as pocock
 from randomizer.crypto import IntegrityFailure
-from randomizer.errors import Conflict, InvalidInput
+from randomizer.errors import N_, Conflict, InvalidInput, Text
 from randomizer.models import (
     AllocationList,
     AllocationSlot,
@@ -67,14 +67,15 @@ def is_minimization(row: AllocationList) -> bool:
 
 
 def refuse_for_minimization(row: AllocationList | None, study: Study, action: str) -> None:
-    """Conflict for the list operations that have no meaning without a pre-made list."""
+    """Conflict for the list operations that have no meaning without a pre-made list;
+    ``action`` names the operation (an ``N_``-marked noun such as "the commitment")."""
     if row is not None and is_minimization(row):
         raise Conflict(
-            f"Study {study.code} allocates by minimization: there is no list made in advance "
-            f"to {action}. Each assignment is drawn at randomization and `randomizer list "
-            "verify` replays them all from the sealed seed.",
-            field="list",
-        )
+            N_("Study %(study)s allocates by minimization: there is no list made in advance, "
+               "so %(action)s does not apply. Each assignment is drawn at randomization and "
+               "`randomizer list verify` replays them all from the sealed seed."),
+            field="list", study=study.code, action=Text(action),
+        )  # fmt: skip
 
 
 def make_list(
@@ -94,13 +95,13 @@ def make_list(
                              seed=seed, progress=progress)  # fmt: skip
     if per_stratum is not None:
         raise InvalidInput(
-            "A minimization study has no slots made in advance: give no slots per stratum.",
+            N_("A minimization study has no slots made in advance: give no slots per stratum."),
             field="per_stratum",
         )
     if seed is not None and kind is not ListKind.DUMMY:
-        raise InvalidInput("A seed may be given only for a dummy list.", field="seed")
+        raise InvalidInput(N_("A seed may be given only for a dummy list."), field="seed")
     if seed is not None and len(seed) != sequence.SEED_BYTES:
-        raise InvalidInput("The seed must be 256 bits (64 hex digits).", field="seed")
+        raise InvalidInput(N_("The seed must be 256 bits (64 hex digits)."), field="seed")
     return open_record(session, study, kind=kind, actor=actor, seed=seed)
 
 
@@ -211,10 +212,10 @@ def assign(
         design.check_levels(levels)
     except ValueError:
         raise Conflict(
-            "This participant's site or factors are not among those the minimization record "
-            "was made with; nothing was changed. Ask the study statistician.",
+            N_("This participant's site or factors are not among those the minimization "
+               "record was made with; nothing was changed. Ask the study statistician."),
             field="factors",
-        ) from None
+        ) from None  # fmt: skip
     made = pocock.draw(margins, open_seed(session, study, row), len(history) + 1, levels)
     stratum = participant.stratum
     counts = recorded_counts(row)

@@ -173,11 +173,12 @@ def set_aside(
     kit, participant = dispensation_in_scope(session, study, dispensation, sites)
     if participant.status not in NOT_TO_DISPENSE:
         raise Conflict(
-            f"Kit {kit.code} is for a participant who may receive it; dispense it instead.",
-            field="dispensation",
-        )
+            N_("Kit %(code)s is for a participant who may receive it; dispense it instead."),
+            field="dispensation", code=kit.code,
+        )  # fmt: skip
     if dispensation.status != "allocated":
-        raise Conflict(f"Kit {kit.code} is not waiting to be dispensed.", field="dispensation")
+        raise Conflict(N_("Kit %(code)s is not waiting to be dispensed."), field="dispensation",
+                       code=kit.code)  # fmt: skip
     status = participant.status.value.replace("_", " ")
     change_status(
         session, study, kit, KitStatus.QUARANTINED, actor=actor, action="kit.set_aside",

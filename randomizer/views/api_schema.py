@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import BadRequest
 
 from randomizer.auth import current
-from randomizer.errors import InvalidInput, NotPermitted, RandomizerError
+from randomizer.errors import N_, InvalidInput, NotPermitted, RandomizerError, Text
 from randomizer.models import Role
 from randomizer.views.api_shapes import CONTROL_PATTERNS, Query, Reply, Request
 from randomizer.views.input_layer import malformed
@@ -84,7 +84,7 @@ def operation(
         @functools.wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             if current().role not in declared.roles:
-                raise NotPermitted("Your role may not use this endpoint.")
+                raise NotPermitted(N_("Your role may not use this endpoint."))
             return view(*args, **kwargs)
 
         setattr(wrapped, ATTRIBUTE, declared)
@@ -146,28 +146,31 @@ def reply(answer: BaseModel | list[Any]) -> Any:
 def _json_document() -> object:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
-            "Send the body as JSON with the header 'Content-Type: application/json'.",
+            N_("Send the body as JSON with the header 'Content-Type: application/json'."),
             field="Content-Type",
         )
     raw = request.get_data(cache=True)
     try:
         return request.get_json(force=True, silent=False)
     except (BadRequest, RecursionError):  # werkzeug's message says nothing useful
-        what = "empty" if not raw.strip() else "not valid JSON (UTF-8)"
-        raise MalformedBody(f"The request body is {what}: send a JSON object.") from None
+        raise MalformedBody(
+            N_("The request body is empty: send a JSON object.")
+            if not raw.strip()
+            else N_("The request body is not valid JSON (UTF-8): send a JSON object.")
+        ) from None
 
 
 # --- naming the refused field ----------------------------------------------------------
 
 _EXPECTED = {
-    "bool_type": "true or false",
-    "int_type": "a whole number",
-    "float_type": "a number",
-    "string_type": "a string",
-    "dict_type": "an object",
-    "model_type": "an object",
-    "model_attributes_type": "an object",
-    "list_type": "an array",
+    "bool_type": N_("true or false"),
+    "int_type": N_("a whole number"),
+    "float_type": N_("a number"),
+    "string_type": N_("a string"),
+    "dict_type": N_("an object"),
+    "model_type": N_("an object"),
+    "model_attributes_type": N_("an object"),
+    "list_type": N_("an array"),
 }
 
 
@@ -179,32 +182,38 @@ def refusal(err: ValidationError, data: object, *, root: str) -> RandomizerError
     kind, ctx = here[0]["type"], here[0].get("ctx", {})
     if kind == "string_pattern_mismatch" and ctx.get("pattern") in CONTROL_PATTERNS:
         return malformed(field)
-    message = _message(kind, ctx, here, root)
+    problem = _message(kind, ctx, here, root)
     if field == "body":
-        return InvalidInput(f"The request body {message}", field=field)
-    return InvalidInput(f"{field}: {message}", field=field)
+        return InvalidInput(N_("The request body %(problem)s"), field=field, problem=problem)
+    return InvalidInput(N_("%(field)s: %(problem)s"), field=field, problem=problem)
 
 
-def _message(kind: str, ctx: dict[str, Any], here: list[Any], root: str) -> str:
+def _message(kind: str, ctx: dict[str, Any], here: list[Any], root: str) -> Text:
     value = here[0].get("input")
     expected = [_EXPECTED[p["type"]] for p in here if p["type"] in _EXPECTED]
     if kind == "missing" or (kind == "string_type" and value is None):
-        return "this field is required."
+        return Text(N_("this field is required."))
     if expected:
         if root == "query":
-            return "must be a whole number in digits 0-9."
-        wanted = " or ".join(dict.fromkeys(expected))
-        return f"must be {wanted}, not {json_type(value)}."
+            return Text(N_("must be a whole number in digits 0-9."))
+        wanted = [Text(w) for w in dict.fromkeys(expected)]
+        if len(wanted) > 1:
+            return Text(N_("must be %(one)s or %(other)s, not %(sent)s."),
+                        {"one": wanted[:-1], "other": wanted[-1], "sent": json_type(value)})  # fmt: skip
+        return Text(N_("must be %(wanted)s, not %(sent)s."),
+                    {"wanted": wanted[0], "sent": json_type(value)})  # fmt: skip
     texts = {
-        "string_too_short": "must not be empty.",
-        "string_too_long": f"must be at most {ctx.get('max_length')} characters.",
-        "greater_than_equal": f"must be at least {ctx.get('ge')}.",
-        "less_than_equal": f"must be at most {ctx.get('le')}.",
-        "finite_number": "must be a finite number.",
-        "extra_forbidden": "unknown field.",
-        "string_unicode": "must be valid Unicode text.",
-    }
-    return texts.get(kind, f"{here[0]['msg']}.")
+        "string_too_short": Text(N_("must not be empty.")),
+        "string_too_long": Text(N_("must be at most %(n)s characters."),
+                                {"n": ctx.get("max_length")}),
+        "greater_than_equal": Text(N_("must be at least %(n)s."), {"n": ctx.get("ge")}),
+        "less_than_equal": Text(N_("must be at most %(n)s."), {"n": ctx.get("le")}),
+        "finite_number": Text(N_("must be a finite number.")),
+        "extra_forbidden": Text(N_("unknown field.")),
+        "string_unicode": Text(N_("must be valid Unicode text.")),
+    }  # fmt: skip
+    # Any other kind pydantic may add is still refused, with its (English) words.
+    return texts.get(kind) or Text(N_("%(detail)s."), {"detail": here[0]["msg"]})
 
 
 def _field(problem: Any, data: object) -> str:
@@ -223,16 +232,16 @@ def _field(problem: Any, data: object) -> str:
     return path
 
 
-def json_type(value: object) -> str:
+def json_type(value: object) -> Text:
     """What a JSON value is, in words ("a string", "null")."""
     if value is None:
-        return "null"
+        return Text(N_("null"))
     if isinstance(value, bool):
-        return "a boolean"
+        return Text(N_("a boolean"))
     if isinstance(value, int | float):
-        return "a number"
+        return Text(N_("a number"))
     if isinstance(value, str):
-        return "a string"
+        return Text(N_("a string"))
     if isinstance(value, list):
-        return "an array"
-    return "an object"
+        return Text(N_("an array"))
+    return Text(N_("an object"))
