@@ -413,7 +413,7 @@ def test_withdrawn_participants_kit_is_refused_then_set_aside(
 
     refused = _dispense(pharm, dispensation, kit.code)
     assert refused.status_code == 409
-    assert f"Do not dispense kit {kit.code}: the participant was withdrawn" in refused.get_data(
+    assert f"Do not dispense kit {kit.code}: the participant is withdrawn" in refused.get_data(
         as_text=True
     )
     assert _dispensation(session, p1).status == "allocated"

@@ -185,7 +185,7 @@ def refusal(err: ValidationError, data: object, *, root: str) -> RandomizerError
     problem = _message(kind, ctx, here, root)
     if field == "body":
         return InvalidInput(N_("The request body %(problem)s"), field=field, problem=problem)
-    return InvalidInput(N_("%(field)s: %(problem)s"), field=field, problem=problem)
+    return InvalidInput(N_("%(name)s: %(problem)s"), field=field, name=field, problem=problem)
 
 
 def _message(kind: str, ctx: dict[str, Any], here: list[Any], root: str) -> Text:
@@ -198,8 +198,8 @@ def _message(kind: str, ctx: dict[str, Any], here: list[Any], root: str) -> Text
             return Text(N_("must be a whole number in digits 0-9."))
         wanted = [Text(w) for w in dict.fromkeys(expected)]
         if len(wanted) > 1:
-            return Text(N_("must be %(one)s or %(other)s, not %(sent)s."),
-                        {"one": wanted[:-1], "other": wanted[-1], "sent": json_type(value)})  # fmt: skip
+            choices = {"one": wanted[:-1], "other": wanted[-1], "sent": json_type(value)}
+            return Text(N_("must be %(one)s or %(other)s, not %(sent)s."), choices)
         return Text(N_("must be %(wanted)s, not %(sent)s."),
                     {"wanted": wanted[0], "sent": json_type(value)})  # fmt: skip
     texts = {
