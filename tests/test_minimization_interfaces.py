@@ -86,6 +86,9 @@ def test_statistician_page_describes_the_allocations_so_far(client, session, tri
     assert "minimization" in html and "Allocations so far" in html
     assert "list simulate TST" in html
     assert "Extend a stratum" not in html
+    verified = client.post("/lists/TST/dummy/verify").get_data(as_text=True)
+    assert "every assignment was replayed from the sealed seed" in verified
+    assert "The stored list is exactly what was recorded" in verified
 
 
 def test_cli_generate_show_verify_and_export_describe_the_record(runner, session, study, tmp_path):
