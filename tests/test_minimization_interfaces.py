@@ -134,7 +134,7 @@ def test_cli_simulate_prints_both_methods_for_the_same_factors(runner, study):
     result = runner.invoke("list", "simulate", "TST", "--participants", "20", "--runs", "20",
                            "--seed", "00" * 32)  # fmt: skip
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert "balancing factors site × grade" in lines[0]
     assert lines[3].startswith("minimization (p_best 0.8, range)\t")
     assert [line.split("\t")[0] for line in lines[4:7]] == [
@@ -142,7 +142,7 @@ def test_cli_simulate_prints_both_methods_for_the_same_factors(runner, study):
     ]  # fmt: skip
     again = runner.invoke("list", "simulate", "TST", "--participants", "20", "--runs", "20",
                           "--seed", "00" * 32)  # fmt: skip
-    assert again.output == result.output
+    assert again.stdout == result.stdout
 
 
 @pytest.mark.parametrize(
