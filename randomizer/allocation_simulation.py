@@ -21,7 +21,7 @@ simulation exactly.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -96,6 +96,7 @@ def simulate(
     p_best: Fraction,
     block_designs: Sequence[Sequence[int]],
     seed: bytes,
+    progress: Callable[[int], None] | None = None,
 ) -> Simulation:
     """Run the comparison (module docstring); ``block_designs`` lists block-size sets."""
     chosen = default_minimization(definition, p_best)
@@ -112,6 +113,8 @@ def simulate(
         _minimize(design, people, run_seed, minimizing, ratios)
         for sizes, outcome in zip(block_designs, by_blocks, strict=True):
             _blocks(definition, chosen, people, sizes, arms, run_seed, outcome, ratios)
+        if progress:
+            progress(1)
     result.outcomes = [minimizing, *by_blocks]
     return result
 

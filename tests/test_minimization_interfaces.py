@@ -86,6 +86,9 @@ def test_statistician_page_describes_the_allocations_so_far(client, session, tri
     assert "minimization" in html and "Allocations so far" in html
     assert "list simulate TST" in html
     assert "Extend a stratum" not in html
+    verified = client.post("/lists/TST/dummy/verify").get_data(as_text=True)
+    assert "every assignment was replayed from the sealed seed" in verified
+    assert "The stored list is exactly what was recorded" in verified
 
 
 def test_cli_generate_show_verify_and_export_describe_the_record(runner, session, study, tmp_path):
@@ -131,7 +134,7 @@ def test_cli_simulate_prints_both_methods_for_the_same_factors(runner, study):
     result = runner.invoke("list", "simulate", "TST", "--participants", "20", "--runs", "20",
                            "--seed", "00" * 32)  # fmt: skip
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert "balancing factors site × grade" in lines[0]
     assert lines[3].startswith("minimization (p_best 0.8, range)\t")
     assert [line.split("\t")[0] for line in lines[4:7]] == [
@@ -139,7 +142,7 @@ def test_cli_simulate_prints_both_methods_for_the_same_factors(runner, study):
     ]  # fmt: skip
     again = runner.invoke("list", "simulate", "TST", "--participants", "20", "--runs", "20",
                           "--seed", "00" * 32)  # fmt: skip
-    assert again.output == result.output
+    assert again.stdout == result.stdout
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
 
 import click
@@ -90,8 +91,10 @@ def simulate_command(
             raise click.BadParameter("must be 64 hexadecimal digits", param_hint="--seed")
     else:
         seed_bytes = sequence.new_seed()
-    result = simulate(definition, participants=participants, runs=runs, p_best=chosen,
-                      block_designs=_blocks(blocks, definition), seed=seed_bytes)  # fmt: skip
+    designs = _blocks(blocks, definition)
+    with click.progressbar(length=runs, label="Simulating", file=sys.stderr) as bar:
+        result = simulate(definition, participants=participants, runs=runs, p_best=chosen,
+                          block_designs=designs, seed=seed_bytes, progress=bar.update)  # fmt: skip
     _echo(study_code, result, seed_bytes)
 
 
