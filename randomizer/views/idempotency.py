@@ -14,11 +14,13 @@ transaction on a deadlock, serialization failure or busy database)::
         ...  # runs in the transaction the decorator commits: audit the re-disclosure here
 
     @bp.post("/participants/<int:participant_id>/unblind")
+    @operation("Emergency unblinding", roles=(Role.INVESTIGATOR,), body=UnblindRequest,
+               answer=Unblinded)                 # what it takes and answers (api_schema)
     @idempotent(authorize=_may_unblind, sanitize=_without_arm, replay=_redisclose)
     def unblind(participant_id: int) -> tuple[dict[str, Any], int]:
-        body = body_of(UnblindRequest)                   # the declared model (api_schema)
+        body = body_of(UnblindRequest)                   # validated by the declared model
         result = unblinding.unblind(db.session(), ...)   # service: flushes, never commits
-        return {"participant_id": ..., "arm": {...}, "unblinded_at": ...}, 200
+        return reply(Unblinded(...)), 200
 
 What the client sees: a caller who may not make the request gets the same 403 or 404
 whether or not the key was answered before; no key → 400 (unless ``required=False``, as
