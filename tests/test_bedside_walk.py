@@ -1,8 +1,10 @@
 """A walk through the real flows in Debian's Chromium, as the sites work: the admin
 dispatches a shipment, the pharmacist receives it kit by kit, the investigator screens two
 participants (one eligible, one failing), randomizes, prints the confirmation, asks for the
-month-6 kit, withdraws the participant and unblinds them in an emergency; the pharmacist's
-queue refuses the withdrawn participant's kit; the admin reads the audit trail.
+month-6 kit; the pharmacist dispenses the baseline kit by scanning it (an empty scan is
+refused); the investigator withdraws the participant and unblinds them in an emergency; the
+pharmacist's queue refuses the withdrawn participant's month-6 kit, which is set aside; the
+admin reads the audit trail.
 
 Once in Spanish and once in English, on a desktop (1280×800) and a phone (390×844). Every
 step leaves a screenshot under ``test-output/walk/`` (git-ignored). No page of the Spanish
@@ -211,6 +213,33 @@ def _investigator_flows(walk: Walk, server: DemoServer, eligible: int, failing: 
     page.wait_for_url(f"{walk.url}/participants/{eligible}")
     assert page.locator(".flash.success").count() == 1
     walk.step("investigator", "month-6-kit")
+    return number
+
+
+def _pharmacist_dispenses_the_baseline_kit(walk: Walk, number: str) -> None:
+    page = walk.pages["pharmacist"]
+    page.goto(f"{walk.url}/pharmacy/{STUDY}/queue")
+    cards = page.locator("li.queue-item", has_text=number)
+    assert cards.count() == 2
+    assert page.locator("li.queue-item.not-due", has_text=number).count() == 1  # month 6
+    walk.step("pharmacist", "queue", narrow_check=True)
+    card = page.locator("li.queue-item:not(.not-due)", has_text=number)
+    code = card.locator("dd.code").inner_text().strip()
+    card.locator("button[type=submit]").click()  # nothing scanned: refused, field named
+    page.wait_for_load_state()
+    card = page.locator("li.queue-item:not(.not-due)", has_text=number)
+    assert card.locator("p.error").count() == 1
+    walk.step("pharmacist", "queue-empty-scan-refused", narrow_check=True)
+    card.locator("input[name$=kit_code]").fill(code)
+    card.locator("button[type=submit]").click()
+    page.wait_for_load_state()
+    assert page.locator(".flash.success").count() == 1
+    walk.step("pharmacist", "baseline-dispensed", narrow_check=True)
+
+
+def _withdraw_and_unblind(walk: Walk, server: DemoServer, eligible: int, number: str) -> None:
+    page = walk.pages["investigator"]
+    password = _password(server, "investigator")
     page.goto(f"{walk.url}/participants/{eligible}/withdraw")
     page.fill("textarea[name=reason]", "Consent withdrawn (walk test).")
     page.click("form.once button[type=submit]")
@@ -226,21 +255,18 @@ def _investigator_flows(walk: Walk, server: DemoServer, eligible: int, failing: 
     page.wait_for_load_state()
     assert page.locator(".arm-disclosed").count() == 1
     walk.step("investigator", "unblinded")
-    return number
 
 
 def _pharmacist_queue(walk: Walk, number: str) -> None:
     page = walk.pages["pharmacist"]
     page.goto(f"{walk.url}/pharmacy/{STUDY}/queue")
-    cards = page.locator("li.queue-item", has_text=number)
-    assert cards.count() == 2  # the baseline and the month-6 kit
+    card = page.locator("li.queue-item.blocked", has_text=number)
+    assert card.count() == 1  # the month-6 kit, not dispensed
+    assert card.locator("input[name$=kit_code]").count() == 0  # no way to dispense it
     walk.step("pharmacist", "queue-withdrawn", narrow_check=True)
-    for _ in range(2):
-        card = page.locator("li.queue-item.blocked", has_text=number).first
-        assert card.locator("input[name$=kit_code]").count() == 0  # no way to dispense it
-        card.locator("form[action$='/set-aside'] button").click()
-        page.wait_for_load_state()
-        assert page.locator(".flash.success").count() == 1
+    card.locator("form[action$='/set-aside'] button").click()
+    page.wait_for_load_state()
+    assert page.locator(".flash.success").count() == 1
     assert page.locator("li.queue-item", has_text=number).count() == 0
     walk.step("pharmacist", "queue-set-aside", narrow_check=True)
     page.goto(f"{walk.url}/pharmacy/{STUDY}/inventory")
@@ -264,6 +290,8 @@ def test_bedside_walk(walk: Walk, demo_server: DemoServer):
     eligible = _screen(walk, f"W{run}-{walk.lang}-OK", numbers[1])
     failing = _screen(walk, f"W{run}-{walk.lang}-NO", numbers[2])
     randomization_number = _investigator_flows(walk, demo_server, eligible, failing)
+    _pharmacist_dispenses_the_baseline_kit(walk, randomization_number)
+    _withdraw_and_unblind(walk, demo_server, eligible, randomization_number)
     _pharmacist_queue(walk, randomization_number)
     _admin_reads_the_audit_trail(walk)
     assert walk.overflow == [], f"pages wider than the screen: {walk.overflow}"

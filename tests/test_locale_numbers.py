@@ -108,3 +108,11 @@ def test_signature_page_shows_the_recorded_answers(page_in, session, study, user
     assert f"<dd>{participant.eligibility['age']}</dd>" in answers.replace(",", ".")
     assert "<dd>Sí</dd>" in answers and "<dd>No</dd>" in answers
     assert "Grade" in html
+
+
+def test_correction_form_shows_the_stored_number_in_the_page_language(page_in, session, study):
+    client = page_in("es")
+    assert screen(client, screening_body(**{"criterion-age": "40,5"})).status_code == 302
+    participant = _stored(session)
+    html = client.get(f"/participants/{participant.id}/correct").get_data(as_text=True)
+    assert 'value="40,5"' in html
