@@ -17,13 +17,22 @@ from sqlalchemy.orm import Session
 
 from randomizer.audit import Verification, timestamp, verify
 from randomizer.models import AuditEvent
+from randomizer.wording import N_, Text
 
 ANCHOR_FORMAT = "randomizer-audit-anchor/1"
 _ANCHOR_FIELDS = ("format", "events", "head", "created_at", "public_key")
 
 
 class AnchorError(ValueError):
-    """An anchor file that is malformed, or not signed by this instance's anchor key."""
+    """An anchor file that is malformed, or not signed by this instance's anchor key.
+
+    ``message`` is an ``N_``-marked msgid filled from ``params``; pages show ``text``
+    translated, the CLI prints the English.
+    """
+
+    def __init__(self, message: str, **params: object) -> None:
+        self.text = Text(message, params)
+        super().__init__(str(self.text))
 
 
 def make_anchor(session: Session, key: bytes, signing_key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -33,7 +42,7 @@ def make_anchor(session: Session, key: bytes, signing_key: Ed25519PrivateKey) ->
     """
     result = verify(session, key)
     if not result.ok:
-        raise AnchorError(f"not anchoring a broken chain: {result.message()}")
+        raise AnchorError(N_("not anchoring a broken chain: %(problem)s"), problem=result.message())
     public = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     payload = {
         "format": ANCHOR_FORMAT,
@@ -89,7 +98,9 @@ def _anchor_message(payload: Mapping[str, Any]) -> bytes:
 
 def _parse_anchor(anchor: Mapping[str, Any], public_key: Ed25519PublicKey) -> tuple[int, str, str]:
     if not isinstance(anchor, Mapping) or anchor.get("format") != ANCHOR_FORMAT:
-        raise AnchorError(f"not an audit anchor (expected format {ANCHOR_FORMAT!r})")
+        raise AnchorError(
+            N_("not an audit anchor (expected format '%(format)s')"), format=ANCHOR_FORMAT
+        )
     events, head = anchor.get("events"), anchor.get("head")
     created, signature = anchor.get("created_at"), anchor.get("signature")
     if (
@@ -102,12 +113,14 @@ def _parse_anchor(anchor: Mapping[str, Any], public_key: Ed25519PublicKey) -> tu
         or not isinstance(signature, str)
         or not isinstance(anchor.get("public_key"), str)
     ):
-        raise AnchorError("the anchor lacks a field or has one of the wrong type")
+        raise AnchorError(N_("the anchor lacks a field or has one of the wrong type"))
     try:
         public_key.verify(base64.b64decode(signature, validate=True), _anchor_message(anchor))
     except (InvalidSignature, ValueError):
         raise AnchorError(
-            "the anchor's signature does not verify with this instance's anchor key "
-            "(altered, or made by another instance)"
+            N_(
+                "the anchor's signature does not verify with this instance's anchor key "
+                "(altered, or made by another instance)"
+            )
         ) from None
     return events, head, created

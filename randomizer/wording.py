@@ -44,9 +44,9 @@ class Text:
     params: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
-        return self.render(lambda words: words)
+        return self.render(english)
 
-    def render(self, translate: Callable[[str], str]) -> str:
+    def render(self, translate: Translate) -> str:
         """The wording through ``translate`` (a gettext), with its values filled in."""
         text = translate(self.msgid)
         if not self.params:
@@ -55,7 +55,7 @@ class Text:
         return text % values
 
 
-def _value(value: object, translate: Callable[[str], str]) -> object:
+def _value(value: object, translate: Translate) -> object:
     if isinstance(value, Text):
         return value.render(translate)
     quoted = getattr(value, "text", None)  # a refusal quoted inside another

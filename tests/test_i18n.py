@@ -247,7 +247,7 @@ def test_error_pages_are_translated(client: FlaskClient):
 # --- refusals ----------------------------------------------------------------------------
 
 #: The exception classes whose message reaches people; their subclasses are found below.
-REFUSAL_ROOTS = {"RandomizerError", "InvalidAnswer"}
+REFUSAL_ROOTS = {"RandomizerError", "InvalidAnswer", "AnchorError"}
 
 
 def _refusal_classes(trees: list[ast.Module]) -> set[str]:

@@ -247,7 +247,7 @@ def test_go_live_page_refuses_a_wrong_signature(
     login(client, "stat1")
     response = client.post("/lists/TST/go-live", data=_go_live_form(admin_password="nope-nope"))
     assert response.status_code == 401
-    assert "Administrador/a admin1" in response.text
+    assert "administrador/a admin1" in response.text
     session.rollback()
     assert session.get(Study, study.id).mode is StudyMode.TESTING  # type: ignore[union-attr]
 

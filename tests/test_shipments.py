@@ -267,10 +267,11 @@ def test_admin_page_refuses_a_bad_count_with_the_field(
     login(client, "admin1")
     response = client.post("/shipments/TST/new", data={"site": "S2", "count": "4"})
     assert response.status_code == 409
-    assert "The depot can fill 0 of these 4 kits" in response.get_data(as_text=True)
+    # The page is in Spanish, refusals included.
+    assert "El depósito central puede cubrir 0 de estos 4 kits" in response.get_data(as_text=True)
     assert client.post("/shipments/TST/new", data={"site": "S2", "count": "x"}).status_code == 422
     odd = client.post("/shipments/TST/new", data={"site": "S2", "count": "3"})
-    assert odd.status_code == 422 and "multiple of 2" in odd.get_data(as_text=True)
+    assert odd.status_code == 422 and "múltiplo de 2" in odd.get_data(as_text=True)
     assert session.scalars(select(Shipment)).all() == []
 
 

@@ -12,6 +12,7 @@ from flask.cli import with_appcontext
 from randomizer import audit, audit_anchor
 from randomizer.db import db
 from randomizer.instance import secrets_of
+from randomizer.wording import N_
 
 
 @click.group("audit")
@@ -80,9 +81,11 @@ def _read_anchor(path: Path) -> dict[str, object]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise audit_anchor.AnchorError(f"not a readable JSON anchor ({exc})") from None
+        raise audit_anchor.AnchorError(
+            N_("not a readable JSON anchor (%(problem)s)"), problem=str(exc)
+        ) from None
     if not isinstance(document, dict):
-        raise audit_anchor.AnchorError("not an audit anchor (expected a JSON object)")
+        raise audit_anchor.AnchorError(N_("not an audit anchor (expected a JSON object)"))
     return document
 
 

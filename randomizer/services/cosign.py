@@ -96,9 +96,9 @@ def check_signer(
 
 #: How a refusal names the signer whose signature it is about.
 SIGNERS = {
-    "statistician": N_("Statistician"),
-    "admin": N_("Administrator"),
-    "second": N_("Second signer"),
+    "statistician": N_("statistician"),
+    "admin": N_("admin"),
+    "second": N_("second signer"),
 }
 
 

@@ -70,11 +70,11 @@ def load_study(
         ):
             raise Conflict(
                 N_(
-                    "Study %(definition)s already has allocation lists or is live; its "
+                    "Study %(study)s already has allocation lists or is live; its "
                     "definition can no longer be replaced."
                 ),
                 field="study",
-                definition=definition.code,
+                study=definition.code,
             )
         old = {"sha256": hashlib.sha256(study.definition_toml.encode()).hexdigest()}
         _apply(session, study, definition, text)

@@ -102,7 +102,9 @@ def anchor_download() -> Response | tuple[str, int]:
         document = audit_anchor.make_anchor(db.session(), secrets.audit_key, secrets.anchor_key())
     except audit_anchor.AnchorError as err:
         db.session.rollback()
-        return render_template("error.html", title=_l("Not anchored"), detail=str(err)), 409
+        return render_template(
+            "error.html", title=_l("Not anchored"), detail=shown_message(err.text)
+        ), 409
     db.session.rollback()
     response = Response(json.dumps(document, indent=2) + "\n", mimetype="application/json")
     name = f"audit-anchor-{document['events']}-{document['created_at'][:10]}.json"
