@@ -7,12 +7,14 @@ import re
 from pathlib import Path
 
 from babel.messages.pofile import read_po
+from flask import g
 from sqlalchemy import select
 
 from randomizer.models import AuditEvent
 from randomizer.views.audit_labels import ACTION_LABELS
 from tests.conftest import login
 from tests.enrollment_support import prepare_supply, register
+from tests.test_participant_pages import _randomize
 
 PACKAGE = Path(__file__).resolve().parent.parent / "randomizer"
 CATALOGUE = PACKAGE / "translations" / "es" / "LC_MESSAGES" / "messages.po"
@@ -71,3 +73,25 @@ def test_audit_csv_keeps_raw_codes_and_values(client, session, study, users):
     ).one()
     assert "participant.register" in text and '""status"":""eligible""' in text
     assert event.new_values and '"status":"eligible"' in event.new_values
+
+
+def test_a_signature_is_shown_in_the_words_signed_without_its_english_copy(
+    app, client, session, study, users
+):
+    prepare_supply(session, study)
+    participant = register(session, study, users["investigator"], "A-1")
+    login(client, "inv1")
+    client.get("/lang/es")
+    answer = _randomize(client, participant.id)
+    assert answer.status_code in (302, 303), answer.status_code
+    event = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "participant.randomize")
+    ).one()
+    assert event.new_values and '"meaning_en"' in event.new_values  # kept for programs
+    g.pop("_login_user", None)  # the test's app context outlives the investigator's requests
+    admin = app.test_client()
+    login(admin, "admin1")
+    admin.get("/lang/es")
+    html = admin.get("/audit?action=participant.randomize").get_data(as_text=True)
+    assert "Significado: Confirmo" in html
+    assert "I confirm" not in html and "meaning_en" not in html

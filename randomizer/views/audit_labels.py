@@ -98,6 +98,10 @@ KEY_LABELS: dict[str, Any] = {
     "active": _l("Active"),
     "username": _l("Username"),
     "kit_codes_sealed": _l("Kit codes (sealed)"),
+    "signature": _l("Signature"),
+    "signer": _l("Signed by"),
+    "signed_at": _l("Signed at"),
+    "meaning": _l("Meaning"),
 }
 
 _PARTICIPANT_STATUS: dict[str, Any] = {
@@ -122,7 +126,13 @@ def readable(values: Any) -> list[tuple[str, str]]:
         return []
     if not isinstance(values, dict):
         return [("", _text("", values))]
-    return [(str(KEY_LABELS.get(k, k)), _text(k, v)) for k, v in values.items()]
+    return [(str(KEY_LABELS.get(k, k)), _text(k, v)) for k, v in values.items()
+            if k not in _MACHINE_COPIES]  # fmt: skip
+
+
+#: Values recorded for programs beside the one a person reads: a signature keeps the
+#: meaning in the signer's words (shown) and in English (kept for the CSV and the API).
+_MACHINE_COPIES = frozenset({"meaning_en"})
 
 
 def _text(key: str, value: Any) -> str:
@@ -143,7 +153,8 @@ def _text(key: str, value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(_text(key, v) for v in value)
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {_text(k, v)}" for k, v in value.items())
+        return "; ".join(f"{KEY_LABELS.get(k, k)}: {_text(k, v)}" for k, v in value.items()
+                         if k not in _MACHINE_COPIES)  # fmt: skip
     return str(value)
 
 
