@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer.errors import Conflict, NotPermitted, StudyLocked
-from randomizer.models import Dispensation, ListKind, Participant, Study, User
+from randomizer.models import Dispensation, Kit, ListKind, Participant, Study, User
 from randomizer.services import enrollment, unblinding
 from randomizer.services.commitment import extend_list
 from randomizer.services.database_lock import lock_study
@@ -196,8 +196,11 @@ def test_the_pharmacist_cannot_confirm_dispensing_after_the_lock(
     held = session.scalars(
         select(Dispensation).where(Dispensation.participant_id == locked["randomized"].id)
     ).one()
+    kit = session.get_one(Kit, held.kit_id)
     login(client, "pharm1")
-    response = client.post(f"/pharmacy/TST/queue/{held.id}", data={})
+    response = client.post(
+        f"/pharmacy/TST/queue/{held.id}", data={f"d{held.id}-kit_code": kit.code}
+    )
     assert response.status_code == 409
     session.expire_all()
     assert session.get_one(Dispensation, held.id).status == "allocated"

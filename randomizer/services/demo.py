@@ -81,7 +81,7 @@ def _extras(session: Session, study_code: str) -> list[str]:
     from sqlalchemy import func
 
     from randomizer import audit
-    from randomizer.models import Kit, ListKind
+    from randomizer.models import Kit, KitStatus, ListKind
     from randomizer.services.kits import generate_kits
     from randomizer.services.lists import find_list
     from randomizer.services.minimization import make_list
@@ -100,8 +100,9 @@ def _extras(session: Session, study_code: str) -> list[str]:
         have = session.scalar(
             select(func.count())
             .select_from(Kit)
-            .where(Kit.study_id == study.id, Kit.site_code == site.code)
-        )
+            .where(Kit.study_id == study.id, Kit.site_code == site.code,
+                   Kit.status == KitStatus.AVAILABLE)
+        )  # fmt: skip
         if not have:
             generate_kits(
                 session, study, count=DEMO_KITS_PER_SITE, site=site.code, actor=audit.SYSTEM

@@ -190,11 +190,12 @@ def _criterion_field(criterion: CriterionDef) -> Field:
             label, choices=[SelectChoice(YES, _("Yes")), SelectChoice(NO, _("No"))],
             validators=[InputRequired(message=_("Answer yes or no."))],
         )  # fmt: skip
+    named = study_text(criterion)  # refusals name the criterion as the page shows it
     return LocaleDecimalField(
         label,
-        validators=[InputRequired(message=_("%(field)s: enter a number.", field=criterion.text))],
+        validators=[InputRequired(message=_("%(field)s: enter a number.", field=named))],
         description=number_hint(criterion),
-        named=criterion.text,
+        named=named,
     )
 
 
