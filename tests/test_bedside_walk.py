@@ -90,13 +90,22 @@ class Walk:
         self.steps += 1
         page.screenshot(path=str(self.folder / f"{self.steps:02d}-{role}-{name}.png"),
                         full_page=True)  # fmt: skip
-        text = " ".join(page.inner_text("body").split())
+        # The audit trail's values are what was recorded, in the words people read then
+        # (a Spanish signer's meaning stays Spanish on an English page): not page wording.
+        text = " ".join(page.evaluate(_PAGE_WORDING).split())
         self.foreign += [(name, s) for s in FOREIGN[self.lang] if s in text]
         if narrow_check:
             width = page.evaluate("document.documentElement.scrollWidth")
             if width > page.viewport_size["width"]:
                 self.overflow.append((name, width))
         return page
+
+
+_PAGE_WORDING = """() => {
+    const body = document.body.cloneNode(true);
+    body.querySelectorAll("td.values").forEach((cell) => cell.remove());
+    return body.textContent;
+}"""
 
 
 def _sign_in(walk: Walk, browser: Any, server: DemoServer, role: str) -> Any:
