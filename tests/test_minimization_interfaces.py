@@ -159,11 +159,16 @@ def test_statistician_makes_the_record_from_the_page_and_slots_are_refused_by_fi
 ):
     client.get("/lang/en")
     assert login(client, "stat1").status_code == 302
+    page = client.get("/lists/").get_data(as_text=True)
+    assert "There are no slots made in advance" in page
+    assert 'name="per_stratum"' not in page and "Import a list made elsewhere" not in page
     refused = client.post("/lists/TST/generate", data={"kind": "live", "per_stratum": "8"})
     assert refused.status_code == 422
     assert "no slots made in advance" in refused.get_data(as_text=True)
     assert lists.find_list(session, study, ListKind.LIVE) is None
     made = client.post("/lists/TST/generate", data={"kind": "live"})
     assert made.status_code == 302
+    shown = client.get(made.location).get_data(as_text=True)
+    assert "minimization record was made" in shown and "0 slots" not in shown
     row = lists.get_list(session, study, ListKind.LIVE)
     assert row.source == "minimization" and row.created_by == "stat1"

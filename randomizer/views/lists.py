@@ -36,7 +36,7 @@ from randomizer.services.list_summary import summarize
 from randomizer.services.list_verify import verify_list
 from randomizer.services.lists import find_list, get_list
 from randomizer.services.minimization import is_minimization, make_list
-from randomizer.services.studies import get_study
+from randomizer.services.studies import definition_of, get_study
 from randomizer.views import navigation
 from randomizer.views.cosign import CosignForm, cosigned_page
 from randomizer.views.downloads import SPOOL_BYTES
@@ -141,14 +141,13 @@ def generate(code: str) -> Any:
         form.per_stratum.errors = [*form.per_stratum.errors, shown_message(err)]
         return _index_with(form, ImportForm()), err.status
     db.session.commit()
-    flash(
-        _(
-            "The %(kind)s list was generated: %(n)d slots.",
-            kind=_kind_label(kind),
-            n=sum(row.params["slots"].values()),
-        ),
-        "success",
-    )
+    if definition_of(study).method == "minimization":
+        message = _("The %(kind)s minimization record was made: each assignment will be drawn "
+                    "at randomization.", kind=_kind_label(kind))  # fmt: skip
+    else:
+        message = _("The %(kind)s list was generated: %(n)d slots.", kind=_kind_label(kind),
+                    n=sum(row.params["slots"].values()))  # fmt: skip
+    flash(message, "success")
     return redirect(url_for(".summary", code=code, kind=kind.value))
 
 
@@ -196,6 +195,7 @@ def _index_with(generate: GenerateForm, upload: ImportForm) -> str:
         generate=generate,
         upload=upload,
         may_change=current().role is STAT,
+        minimizing={s.code for s in studies if definition_of(s).method == "minimization"},
     )
 
 
