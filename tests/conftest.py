@@ -29,6 +29,10 @@ from randomizer.db import Base, db
 from randomizer.instance import ensure_instance_files
 from randomizer.models import Role, Study, User
 
+# One Playwright (and one Chromium) per test process, shared by every browser module: a
+# second sync_playwright() in a process whose first is still open refuses to start.
+from tests.browser import browser as browser
+
 # The suite runs on a shared 2-core machine, two test processes at a time: an example's
 # wall time says nothing about the code, so no per-example deadline anywhere.
 hypothesis.settings.register_profile("suite", deadline=None)

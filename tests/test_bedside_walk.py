@@ -29,7 +29,6 @@ from randomizer.studydef import load_demo_study
 from tests import browser as support
 from tests.browser import CATALOGUES, DemoServer
 
-browser = support.browser
 demo_server = support.demo_server
 
 OUTPUT = Path(__file__).parents[1] / "test-output" / "walk"

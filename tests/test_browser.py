@@ -16,7 +16,6 @@ from tests import browser as support
 from tests.browser import DemoServer
 
 # The shared fixtures: a demo instance served by `randomizer run`, and Debian's Chromium.
-browser = support.browser
 demo_server = support.demo_server
 
 FULL_NAMES = {username: full for username, _role, _sites, full, _password in DEMO_USERS}

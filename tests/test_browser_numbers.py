@@ -16,7 +16,6 @@ from randomizer.studydef import load_demo_study
 from tests import browser as support
 from tests.browser import DemoServer
 
-browser = support.browser
 demo_server = support.demo_server
 
 OUTPUT = Path(__file__).parents[1] / "test-output" / "numbers"
