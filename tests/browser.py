@@ -137,3 +137,18 @@ def browser() -> Iterator[Any]:
             yield launched
         finally:
             launched.close()
+
+
+def fill_screening_form(page: Any, definition: Any, number: str, values: dict[str, str]) -> None:
+    """Fill the screening form: first level of each factor, inclusions met, exclusions absent,
+    and each number criterion from ``values`` (typed as given) or 40."""
+    page.fill("input[name=screening_number]", number)
+    for factor in definition.factors:
+        page.select_option(f"select[name=factor-{factor.code}]", factor.levels[0])
+    for criterion in definition.eligibility:
+        name = f"criterion-{criterion.code}"
+        if criterion.type == "boolean":
+            answer = "yes" if criterion.kind == "inclusion" else "no"
+            page.check(f"input[name={name}][value={answer}]")
+        else:
+            page.fill(f"input[name={name}]", values.get(criterion.code, "40"))

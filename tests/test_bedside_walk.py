@@ -180,16 +180,7 @@ def _receive_kit_by_kit(walk: Walk, shipment_id: int) -> None:
 def _screen(walk: Walk, number: str, values: dict[str, str]) -> int:
     page = walk.pages["investigator"]
     page.goto(f"{walk.url}/studies/{STUDY}/participants/new")
-    page.fill("input[name=screening_number]", number)
-    for factor in DEFINITION.factors:
-        page.select_option(f"select[name=factor-{factor.code}]", factor.levels[0])
-    for criterion in DEFINITION.eligibility:
-        name = f"criterion-{criterion.code}"
-        if criterion.type == "boolean":
-            answer = "yes" if criterion.kind == "inclusion" else "no"
-            page.check(f"input[name={name}][value={answer}]")
-        else:
-            page.fill(f"input[name={name}]", values.get(criterion.code, "40"))
+    support.fill_screening_form(page, DEFINITION, number, values)
     walk.step("investigator", f"screening-{number}")
     page.click("form.once button[type=submit]")
     page.wait_for_url(re.compile(r".*/participants/\d+$"))

@@ -51,16 +51,7 @@ def _open_form(page: Any, url: str, lang: str) -> None:
 
 
 def _fill(page: Any, number: str, values: dict[str, str]) -> None:
-    page.fill("input[name=screening_number]", number)
-    for factor in DEFINITION.factors:
-        page.select_option(f"select[name=factor-{factor.code}]", factor.levels[0])
-    for criterion in DEFINITION.eligibility:
-        name = f"criterion-{criterion.code}"
-        if criterion.type == "boolean":
-            answer = "yes" if criterion.kind == "inclusion" else "no"
-            page.check(f"input[name={name}][value={answer}]")
-        else:
-            page.fill(f"input[name={name}]", values.get(criterion.code, "40"))
+    support.fill_screening_form(page, DEFINITION, number, values)
 
 
 def _criterion_name(page: Any, code: str) -> str:
